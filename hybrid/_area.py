@@ -1,0 +1,130 @@
+"""The result area a worker shares with its parent: a small file-backed memory map.
+
+A worker runs a batch of tasks one after another and appends each task's result
+record here the moment it finishes. The map outlives the worker, so when a worker
+dies mid-batch the parent still knows exactly which tasks finished (their records),
+which one was running (``progress``) and which never started. That is what keeps
+batching exact: no finished task is lost or run twice, no other task is blamed.
+
+Two halves alternate between consecutive batches, so a worker can start its next
+batch while the parent is still reading the previous one. The parent writes the
+skip flags (a task cancelled before it started); the worker writes everything else.
+A heartbeat block at the start carries the worker's liveness stamps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+MAX_BATCH = 1024  # tasks in one batch: one skip flag each
+HALF_DATA_BYTES = 1 << 20  # result records one half holds; a batch stops early when it is full
+
+_HEARTBEAT = struct.Struct("<QQQ")  # beat count, wall clock ns, monotonic ns
+_HEARTBEAT_BYTES = 64
+_HALF_HEADER = struct.Struct("<IIiI")  # records, bytes used, task running, batch id
+_RECORD_LEN = struct.Struct("<I")
+_HALF_BYTES = _HALF_HEADER.size + MAX_BATCH + HALF_DATA_BYTES
+AREA_BYTES = _HEARTBEAT_BYTES + 2 * _HALF_BYTES
+
+NOT_STARTED = -1
+
+
+def _half_offset(parity: int) -> int:
+    return _HEARTBEAT_BYTES + parity * _HALF_BYTES
+
+
+class ResultArea:
+    """A view of one worker's result area, usable from either side."""
+
+    def __init__(self, path: str, *, create: bool) -> None:
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, AREA_BYTES)
+            self._map = mmap.mmap(fd, AREA_BYTES)
+        finally:
+            os.close(fd)
+        self.path = path
+
+    @classmethod
+    def create(cls) -> ResultArea:
+        """Make a fresh area in shared memory (``/dev/shm`` where it exists)."""
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        return cls(os.path.join(folder, f"hybrid-{os.getpid()}-{uuid.uuid4().hex}"), create=True)
+
+    def unlink(self) -> None:
+        """Remove the file; the mappings already made stay valid."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        self._map.close()
+
+    # Both sides
+
+    def reset(self, parity: int, batch_id: int) -> None:
+        """Clear a half for a new batch: no records, nothing running, no skip flags."""
+        offset = _half_offset(parity)
+        _HALF_HEADER.pack_into(self._map, offset, 0, 0, NOT_STARTED, batch_id)
+        start = offset + _HALF_HEADER.size
+        self._map[start : start + MAX_BATCH] = bytes(MAX_BATCH)
+
+    def progress(self, parity: int) -> tuple[int, int]:
+        """Return (records written, index of the task last started)."""
+        records, _, running, _ = _HALF_HEADER.unpack_from(self._map, _half_offset(parity))
+        return records, running
+
+    # Worker side
+
+    def mark_started(self, parity: int, index: int) -> None:
+        offset = _half_offset(parity)
+        records, used, _, batch_id = _HALF_HEADER.unpack_from(self._map, offset)
+        _HALF_HEADER.pack_into(self._map, offset, records, used, index, batch_id)
+
+    def is_skipped(self, parity: int, index: int) -> bool:
+        return self._map[_half_offset(parity) + _HALF_HEADER.size + index] != 0
+
+    def append(self, parity: int, record: bytes) -> bool:
+        """Store one task's result record; False when the half has no room for it."""
+        offset = _half_offset(parity)
+        records, used, running, batch_id = _HALF_HEADER.unpack_from(self._map, offset)
+        size = _RECORD_LEN.size + len(record)
+        if used + size > HALF_DATA_BYTES:
+            return False
+        start = offset + _HALF_HEADER.size + MAX_BATCH + used
+        _RECORD_LEN.pack_into(self._map, start, len(record))
+        self._map[start + _RECORD_LEN.size : start + size] = record
+        # The count is written last: a record is visible only once it is whole.
+        _HALF_HEADER.pack_into(self._map, offset, records + 1, used + size, running, batch_id)
+        return True
+
+    def beat(self, count: int, wall_ns: int, monotonic_ns: int) -> None:
+        _HEARTBEAT.pack_into(self._map, 0, count, wall_ns, monotonic_ns)
+
+    # Parent side
+
+    def skip(self, parity: int, index: int) -> None:
+        self._map[_half_offset(parity) + _HALF_HEADER.size + index] = 1
+
+    def records(self, parity: int) -> Iterator[bytes]:
+        """Yield the records of a half in task order."""
+        offset = _half_offset(parity)
+        count, _, _, _ = _HALF_HEADER.unpack_from(self._map, offset)
+        position = offset + _HALF_HEADER.size + MAX_BATCH
+        for _ in range(count):
+            (length,) = _RECORD_LEN.unpack_from(self._map, position)
+            position += _RECORD_LEN.size
+            yield self._map[position : position + length]
+            position += length
+
+    def last_beat(self) -> tuple[int, int, int]:
+        """Return (beat count, wall clock ns, monotonic ns) of the worker's last beat."""
+        count, wall_ns, monotonic_ns = _HEARTBEAT.unpack_from(self._map, 0)
+        return count, wall_ns, monotonic_ns

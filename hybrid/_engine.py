@@ -1,0 +1,269 @@
+"""The public engine: CPU-bound calls of an asyncio program, run in worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sys
+from collections.abc import AsyncIterable, Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar, TypeVarTuple
+
+from ._errors import EngineClosed
+from ._machine import usable_cpus
+from ._map import MapResults
+from ._pool import Pool
+from ._stats import EngineStats
+from ._task import Task
+
+R = TypeVar("R")
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+def default_start_method() -> str:
+    """forkserver where it exists (safe with threads, fast to replace a worker), else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods and sys.platform != "darwin" else "spawn"
+
+
+class Engine:
+    """Runs CPU-bound functions in worker processes so the event loop never stalls.
+
+    Each worker is the single process of its own ``ProcessPoolExecutor``, reached with
+    ``loop.run_in_executor``: a worker that dies, times out or is cancelled fails only
+    its own task and is replaced, and the others never notice.
+
+    Args:
+        workers: worker processes; None means the CPUs this process may really use
+            (its CPU affinity and cgroup quota, not ``os.cpu_count()``).
+        initializer: called once in each worker as it starts, with ``initargs``
+            (to load a model or open a connection there).
+        max_tasks_per_child: replace a worker after it has run this many tasks.
+        start_method: ``"fork"``, ``"forkserver"`` or ``"spawn"``; None picks forkserver
+            on Linux, spawn elsewhere.
+        max_queued: tasks allowed to wait for a worker; beyond it, ``run`` waits for room
+            (or raises :class:`Overloaded` with ``block=False``). None means no bound.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+        start_method: str | None = None,
+        max_queued: int | None = None,
+    ) -> None:
+        self.workers = usable_cpus() if workers is None else _positive_int("workers", workers)
+        if max_tasks_per_child is not None:
+            _positive_int("max_tasks_per_child", max_tasks_per_child)
+        if max_queued is not None and (not isinstance(max_queued, int) or max_queued < 0):
+            raise ValueError(f"max_queued must be a whole number >= 0 or None, not {max_queued!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, not {initializer!r}")
+        self.start_method = start_method or default_start_method()
+        if self.start_method not in multiprocessing.get_all_start_methods():
+            methods = ", ".join(multiprocessing.get_all_start_methods())
+            raise ValueError(f"start_method must be one of {methods}, not {start_method!r}")
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._max_tasks_per_child = max_tasks_per_child
+        self._max_queued = max_queued
+        self._pool: Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running" if self._pool else "not started"
+        return f"<Engine workers={self.workers} start_method={self.start_method} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None
+
+    # Life cycle
+
+    async def start(self) -> None:
+        """Start the workers; done by ``async with`` or on first use. Safe to call again."""
+        if self._closing is not None:
+            raise EngineClosed("the engine is closed")
+        if self._starting is None:
+            self._loop = asyncio.get_running_loop()
+            self._starting = self._loop.create_task(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
+        context = multiprocessing.get_context(self.start_method)
+        pool = Pool(
+            self.workers,
+            context=context,
+            initializer=self._initializer,
+            initargs=self._initargs,
+            max_tasks_per_child=self._max_tasks_per_child,
+            max_queued=self._max_queued,
+        )
+        await pool.start()
+        self._pool = pool
+
+    async def close(self, *, cancel: bool = False) -> None:
+        """Stop taking work, let running and queued tasks finish, and join every worker.
+
+        With ``cancel=True``, queued and running tasks fail with :class:`EngineClosed`
+        instead (running workers are killed). Safe to call more than once; every call
+        waits until the workers are gone.
+        """
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close(cancel))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, cancel: bool) -> None:
+        if self._starting is not None:
+            try:
+                await self._starting
+            except Exception:
+                return
+        if self._pool is not None:
+            await self._pool.close(cancel=cancel)
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Leaving on an error (Ctrl-C included) should not wait for long work to finish.
+        await self.close(cancel=exc_type is not None)
+
+    # Work
+
+    async def run(
+        self,
+        fn: Callable[[*Ts], R],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+    ) -> R:
+        """Run ``fn(*args)`` in a worker process and return its result.
+
+        Keyword arguments for ``fn`` go through ``functools.partial``, as with
+        ``run_in_executor``.
+
+        Args:
+            timeout: seconds the task may run in its worker (queue time excluded); past
+                it the worker is killed and replaced and :class:`TaskTimeout` is raised.
+            retries: times to run the task again if its worker dies under it; the task's
+                own exceptions are never retried.
+            block: when the queue is full (``max_queued``), wait for room; with False,
+                raise :class:`Overloaded` at once.
+
+        Raises:
+            The task's own exception, with the worker's traceback as ``__cause__``;
+            :class:`WorkerCrashed`, :class:`TaskTimeout`, :class:`NotPicklable`,
+            :class:`EngineClosed` or :class:`Overloaded`.
+
+        Cancellation: a queued task is removed without running; a running one has its
+        worker killed and replaced.
+        """
+        task = await self.submit(fn, args, timeout=timeout, retries=retries, block=block)
+        try:
+            return await task.future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            self._require_pool().cancel(task)
+            raise
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        iterable: Iterable[T] | AsyncIterable[T],
+        *,
+        ordered: bool = True,
+        timeout: float | None = None,
+        retries: int = 0,
+        window: int | None = None,
+    ) -> MapResults[R]:
+        """Run ``fn`` over a sync or async iterable, yielding results as an async iterator.
+
+        Only ``window`` inputs are in flight at once (default: enough to keep every worker
+        busy), whatever the iterable's length. Leaving the ``async for`` early cancels
+        what is still outstanding. A failing task raises its exception at its place
+        (``ordered``) or when it completes (not ``ordered``); the rest are cancelled.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        _check_run_options(timeout, retries)
+        return MapResults(
+            self, fn, iterable, ordered=ordered, timeout=timeout, retries=retries, window=window
+        )
+
+    async def submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+    ) -> Task:
+        """Queue one call and return its task (used by ``run``, ``map`` and adapters)."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        _check_run_options(timeout, retries)
+        if self._closing is not None:
+            raise EngineClosed("the engine is closed")
+        if self._pool is None:
+            await self.start()
+        pool = self._require_pool()
+        await pool.reserve(block)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            raise RuntimeError("this engine belongs to another event loop")
+        task = Task(
+            fn,
+            args,
+            loop.create_future(),
+            timeout_s=timeout,
+            retries=retries,
+            submitted_at=loop.time(),
+        )
+        pool.submit(task)
+        return task
+
+    def cancel(self, task: Task) -> None:
+        """Withdraw a submitted task (it is removed if queued, its worker killed if running)."""
+        if not task.future.done():
+            task.future.cancel()
+        self._require_pool().cancel(task)
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the workers, the queue, the counters and task-time percentiles."""
+        return self._require_pool().stats()
+
+    def _require_pool(self) -> Pool:
+        if self._pool is None:
+            raise (
+                EngineClosed("the engine has not started")
+                if self._closing is None
+                else (EngineClosed("the engine is closed"))
+            )
+        return self._pool
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _check_run_options(timeout: float | None, retries: int) -> None:
+    if timeout is not None and (not isinstance(timeout, int | float) or not timeout > 0):
+        raise ValueError(f"timeout must be a number of seconds > 0 or None, not {timeout!r}")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")

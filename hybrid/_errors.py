@@ -1,0 +1,111 @@
+"""The engine's own errors.
+
+A task's own exception reaches the caller unchanged (its type intact, the worker's
+traceback as ``__cause__``). What the engine itself raises derives from one base::
+
+    HybridError
+    ├── TaskTimeout       (TimeoutError)  the task ran past its timeout
+    ├── WorkerCrashed                     the worker died while running the task
+    ├── EngineClosed      (RuntimeError)  the engine no longer takes work
+    ├── Overloaded                        the queue is full and the caller would not wait
+    ├── NotPicklable      (TypeError)     a function, argument or result cannot cross processes
+    ├── RemoteError                       the task's exception itself could not cross back
+    └── WorkerStartError                  a worker could not start (its initializer failed)
+
+A task's exception carries the worker's traceback as ``__cause__``, a :class:`RemoteTraceback`.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+class HybridError(Exception):
+    """Base of every error the engine raises on its own account."""
+
+
+class TaskTimeout(HybridError, TimeoutError):
+    """The task ran longer than its ``timeout``; its worker was killed and replaced."""
+
+    def __init__(self, task_name: str, timeout_s: float) -> None:
+        super().__init__(f"{task_name} ran longer than its timeout of {timeout_s:g} s")
+        self.task_name = task_name
+        self.timeout_s = timeout_s
+
+
+class WorkerCrashed(HybridError):
+    """The worker process died while running the task.
+
+    Attributes:
+        exitcode: the process's exit code, or ``-N`` when signal ``N`` killed it.
+        pid: the worker's process id.
+        attempts: how many times the task was run (1 plus the retries used).
+    """
+
+    def __init__(
+        self, task_name: str, exitcode: int | None, pid: int | None, attempts: int
+    ) -> None:
+        self.task_name = task_name
+        self.exitcode = exitcode
+        self.pid = pid
+        self.attempts = attempts
+        super().__init__(
+            f"worker {pid} died running {task_name} ({describe_exit(exitcode)}); "
+            f"attempts: {attempts}"
+        )
+
+    @property
+    def signal(self) -> int | None:
+        """The signal number that killed the worker, if a signal did."""
+        if self.exitcode is not None and self.exitcode < 0:
+            return -self.exitcode
+        return None
+
+
+class EngineClosed(HybridError, RuntimeError):
+    """The engine is closed or closing and takes no new work."""
+
+
+class Overloaded(HybridError):
+    """The engine's queue is full and the caller asked not to wait for room."""
+
+    def __init__(self, queued: int, max_queued: int) -> None:
+        super().__init__(f"{queued} tasks already queued (max_queued={max_queued})")
+        self.queued = queued
+        self.max_queued = max_queued
+
+
+class NotPicklable(HybridError, TypeError):
+    """A function, argument or result cannot be sent between processes."""
+
+
+class RemoteError(HybridError):
+    """The task raised an exception that could not be sent back whole; its text is kept."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of a task's exception as the worker saw it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
+class WorkerStartError(HybridError):
+    """A worker process could not start, e.g. because its initializer raised."""
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Say how a process ended, naming the signal when one killed it."""
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"killed by {name}"
+    return f"exit code {exitcode}"

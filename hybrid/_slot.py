@@ -1,0 +1,145 @@
+"""One worker slot: a single-process ``ProcessPoolExecutor`` and its result area.
+
+A stdlib pool breaks as a whole when one of its processes dies and cannot stop a
+running call. With one process per executor, a death breaks only that executor,
+and the slot knows its process, so it can kill it on a timeout or a cancellation
+and start a fresh one in its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing.context
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from . import _worker
+from ._area import ResultArea
+from ._errors import WorkerStartError
+from ._task import Batch
+
+PIPELINE_DEPTH = 2  # batches a worker may hold: one running, one waiting to start at once
+
+
+class Slot:
+    """A place for one worker process; the process is replaced, the slot stays."""
+
+    def __init__(
+        self,
+        index: int,
+        context: multiprocessing.context.BaseContext,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+    ) -> None:
+        self.index = index
+        self._context = context
+        self._initializer = initializer
+        self._initargs = initargs
+        self._executor: ProcessPoolExecutor | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self.area: ResultArea | None = None
+        self.pid: int | None = None
+        self.in_flight: list[Batch] = []
+        self.next_parity = 0
+        self.alive = False
+        self.retiring = False  # finish what it holds, then be replaced
+        self.tasks_since_start = 0
+        self.starts = 0
+        self.busy_s = 0.0
+        self.tasks_done = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.alive and not self.retiring and not self.in_flight
+
+    def can_take(self, pipelined: bool) -> bool:
+        if not self.alive or self.retiring:
+            return False
+        return not self.in_flight or (pipelined and len(self.in_flight) < PIPELINE_DEPTH)
+
+    async def start(self) -> None:
+        """Start a worker process and wait until it is ready to serve."""
+        area = ResultArea.create()
+        executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=self._context,
+            initializer=_worker.init_worker,
+            initargs=(area.path, os.getpid(), self._initializer, self._initargs),
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            pid = await loop.run_in_executor(executor, _worker.hello)
+        except BaseException as exc:
+            area.unlink()
+            area.close()
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            if isinstance(exc, Exception):
+                raise WorkerStartError(f"worker {self.index} failed to start: {exc!r}") from exc
+            raise
+        finally:
+            # The worker has mapped the area (or never will): the name is no longer needed,
+            # and nothing is left in /dev/shm even if this process is killed later.
+            area.unlink()
+        self._executor = executor
+        self._process = _find_process(executor, pid)
+        self.area = area
+        self.pid = pid
+        self.next_parity = 0
+        self.tasks_since_start = 0
+        self.starts += 1
+        self.alive = True
+        self.retiring = False
+
+    def submit(self, batch: Batch) -> asyncio.Future[tuple[int, bytes | None]]:
+        """Send a batch to the worker; the future fails with BrokenProcessPool if it dies."""
+        assert self._executor is not None
+        assert self.area is not None
+        self.area.reset(batch.parity, 0)
+        payloads = [task.payload for task in batch.tasks]
+        loop = asyncio.get_running_loop()
+        self.in_flight.append(batch)
+        self.next_parity ^= 1
+        return loop.run_in_executor(self._executor, _worker.run_batch, batch.parity, payloads)
+
+    def kill(self) -> None:
+        """Kill the worker process at once (SIGKILL)."""
+        if self.pid is not None and self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def exitcode(self) -> int | None:
+        return None if self._process is None else self._process.exitcode
+
+    def mark_dead(self) -> None:
+        self.alive = False
+
+    async def stop(self) -> None:
+        """Shut the executor down and join its process; the area is unmapped."""
+        executor, area = self._executor, self.area
+        self._executor, self.area = None, None
+        self.alive = False
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        if self._process is not None:
+            await asyncio.to_thread(self._process.join)
+        if area is not None:
+            area.close()
+
+    def release_area(self) -> ResultArea | None:
+        """Hand over the dead worker's area for reading; the caller closes it."""
+        area, self.area = self.area, None
+        return area
+
+    def forget_executor(self) -> ProcessPoolExecutor | None:
+        executor, self._executor = self._executor, None
+        return executor
+
+
+def _find_process(executor: ProcessPoolExecutor, pid: int) -> multiprocessing.process.BaseProcess:
+    # The executor keeps its processes by pid; with one process there is exactly one.
+    process: multiprocessing.process.BaseProcess = executor._processes[pid]
+    return process

@@ -1,0 +1,66 @@
+"""Typed snapshots of what an engine is doing, and the counters behind them."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+DURATION_SAMPLES = 8192  # recent task run times kept for percentiles
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One worker slot: its current process and what it has done since the engine started."""
+
+    index: int
+    pid: int | None
+    alive: bool
+    busy: bool
+    tasks: int
+    busy_s: float
+    starts: int
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of an engine; task times are measured inside the workers, in seconds."""
+
+    workers: int
+    busy: int
+    queued: int
+    submitted: int
+    completed: int
+    failed: int
+    crashed: int
+    timed_out: int
+    cancelled: int
+    worker_restarts: int
+    task_p50_s: float | None
+    task_p95_s: float | None
+    task_p99_s: float | None
+    per_worker: tuple[WorkerStats, ...]
+
+    @property
+    def hottest_worker(self) -> WorkerStats | None:
+        """The worker that has spent the most time running tasks."""
+        return max(self.per_worker, key=lambda worker: worker.busy_s, default=None)
+
+
+@dataclass
+class Counters:
+    submitted: int = 0
+    completed: int = 0
+    failed: int = 0
+    crashed: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+    worker_restarts: int = 0
+    durations_s: deque[float] = field(default_factory=lambda: deque(maxlen=DURATION_SAMPLES))
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return None
+    rank = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[rank]

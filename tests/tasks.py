@@ -1,0 +1,119 @@
+"""Functions the tests send to worker processes (importable by every start method)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+_initialized: list[Any] = []
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def pid_of(_: object = None) -> int:
+    return os.getpid()
+
+
+def sleep_then(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def sleep_and_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def spin(seconds: float) -> int:
+    """Pure-Python CPU work for about ``seconds``; returns the loop count."""
+    deadline = time.perf_counter() + seconds
+    count = 0
+    while time.perf_counter() < deadline:
+        count += 1
+    return count
+
+
+def exit_now(code: int = 3) -> None:
+    os._exit(code)
+
+
+def kill_self(sig: int = signal.SIGKILL) -> None:
+    os.kill(os.getpid(), sig)
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+class TaskFailure(ValueError):
+    pass
+
+
+def raise_value_error(message: str) -> None:
+    raise TaskFailure(message)
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+def raise_unpicklable_exception() -> None:
+    raise NeedsTwoArgs(1, 2)
+
+
+def return_lambda() -> Any:
+    return lambda: None
+
+
+def record_call(path: str, value: int) -> int:
+    """Append the value to a file, so the test can count how often each task really ran."""
+    with open(path, "a") as handle:
+        handle.write(f"{value}\n")
+    return value
+
+
+def record_then_crash_on(path: str, value: int, crash_value: int) -> int:
+    record_call(path, value)
+    if value == crash_value:
+        os._exit(9)
+    return value
+
+
+def crash_until_file_exists(path: str) -> str:
+    """Crash on the first attempts; succeed once the marker file has been created twice."""
+    marker = Path(path)
+    attempts = int(marker.read_text()) if marker.exists() else 0
+    marker.write_text(str(attempts + 1))
+    if attempts < 2:
+        os._exit(5)
+    return "ok"
+
+
+def always_crash(path: str) -> None:
+    with open(path, "a") as handle:
+        handle.write("x\n")
+    os._exit(6)
+
+
+def remember_init(value: Any) -> None:
+    _initialized.append((value, os.getpid()))
+
+
+def initialized() -> list[Any]:
+    return list(_initialized)
+
+
+def failing_init() -> None:
+    raise RuntimeError("the model file is missing")
+
+
+def hang_forever() -> None:
+    threading.Event().wait()

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+import hybrid
+from tests import tasks
+
+
+async def test_run_returns_result_from_another_process(make_engine) -> None:
+    import os
+
+    engine = await make_engine()
+    assert await engine.run(tasks.square, 12) == 144
+    assert await engine.run(tasks.pid_of) != os.getpid()
+    assert isinstance(engine, hybrid.Engine)
