@@ -47,3 +47,27 @@ async def make_engine() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for engine in engines:
         await asyncio.wait_for(engine.close(cancel=True), timeout=30)
+
+
+REDIS_URL = os.environ.get("HYBRID_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    """A reachable Redis; skipped only outside CI (CI=true makes a missing Redis an error)."""
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("redis-py is not installed")
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"CI needs Redis at {REDIS_URL}: {exc}") from exc
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    finally:
+        await client.aclose()
+    return REDIS_URL
