@@ -158,6 +158,8 @@ class Pool:
     def _pick_slot(self, short: bool) -> Slot | None:
         best: Slot | None = None
         for slot in self.slots:
+            if self._quota_left(slot) == 0:
+                continue
             if slot.idle:
                 if best is None or not best.idle or slot.busy_s < best.busy_s:
                     best = slot
@@ -177,9 +179,9 @@ class Pool:
             return tasks
         assert estimate_s is not None
         limit = _batching.batch_limit(estimate_s)
-        if self.max_tasks_per_child is not None:
-            held = sum(len(batch.tasks) for batch in slot.in_flight)
-            limit = min(limit, self.max_tasks_per_child - slot.tasks_since_start - held)
+        quota = self._quota_left(slot)
+        if quota is not None:
+            limit = min(limit, quota)
         queue = self.queue
         while queue and len(tasks) < limit:
             task = queue[0]
@@ -190,6 +192,13 @@ class Pool:
                 break
             tasks.append(queue.popleft())
         return tasks
+
+    def _quota_left(self, slot: Slot) -> int | None:
+        """Tasks the slot's current process may still be given (max_tasks_per_child)."""
+        if self.max_tasks_per_child is None:
+            return None
+        held = sum(len(batch.tasks) for batch in slot.in_flight)
+        return max(0, self.max_tasks_per_child - slot.tasks_since_start - held)
 
     def _send(self, slot: Slot, tasks: list[Task]) -> None:
         batch = Batch(slot, slot.next_parity, tasks, self._loop.time())
@@ -210,6 +219,7 @@ class Pool:
             self._requeue(tasks)
             self._worker_lost(slot, exc)
             return
+        self.counters.round_trips += 1
         future.add_done_callback(lambda done: self._settle(batch, done))
         timeout_s = tasks[0].timeout_s
         if timeout_s is not None:
@@ -420,6 +430,7 @@ class Pool:
             timed_out=counters.timed_out,
             cancelled=counters.cancelled,
             worker_restarts=counters.worker_restarts,
+            round_trips=counters.round_trips,
             task_p50_s=percentile(durations, 0.50),
             task_p95_s=percentile(durations, 0.95),
             task_p99_s=percentile(durations, 0.99),

@@ -106,8 +106,9 @@ class Slot:
         return loop.run_in_executor(self._executor, _worker.run_batch, batch.parity, payloads)
 
     def kill(self) -> None:
-        """Kill the worker process at once (SIGKILL)."""
+        """Kill the worker process at once (SIGKILL); the slot takes no work until replaced."""
         if self.pid is not None and self.alive:
+            self.alive = False
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
 

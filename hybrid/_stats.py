@@ -35,6 +35,7 @@ class EngineStats:
     timed_out: int
     cancelled: int
     worker_restarts: int
+    round_trips: int
     task_p50_s: float | None
     task_p95_s: float | None
     task_p99_s: float | None
@@ -55,6 +56,7 @@ class Counters:
     timed_out: int = 0
     cancelled: int = 0
     worker_restarts: int = 0
+    round_trips: int = 0  # batches sent to workers; fewer than tasks when tiny tasks share trips
     durations_s: deque[float] = field(default_factory=lambda: deque(maxlen=DURATION_SAMPLES))
 
 

@@ -117,3 +117,9 @@ def failing_init() -> None:
 
 def hang_forever() -> None:
     threading.Event().wait()
+
+
+def raise_value_error_on(value: int) -> int:
+    if value == 13:
+        raise TaskFailure("thirteen")
+    return value

@@ -1,0 +1,56 @@
+"""hybrid inside an application's own loop: several engines, uvloop or asyncio, and a responsive loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import hybrid
+from tests import tasks
+from tests.helpers import worker_pids
+
+
+async def test_several_engines_live_in_one_program(make_engine) -> None:
+    first = await make_engine(workers=1)
+    second = await make_engine(workers=1)
+    assert set(worker_pids(first)).isdisjoint(worker_pids(second))
+    results = await asyncio.gather(first.run(tasks.square, 2), second.run(tasks.square, 3))
+    assert results == [4, 9]
+
+
+async def test_the_loop_stays_responsive_while_workers_compute(make_engine) -> None:
+    engine = await make_engine(workers=2)
+    lags: list[float] = []
+
+    async def probe() -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - start - 0.005)
+
+    prober = asyncio.ensure_future(probe())
+    await asyncio.gather(*(engine.run(tasks.spin, 0.05) for _ in range(20)))
+    prober.cancel()
+    assert lags
+    # A loop blocked by the CPU work would lag by whole task lengths (0.05 s and more).
+    assert max(lags) < 0.04
+
+
+def test_hybrid_run_uses_uvloop_without_touching_the_policy() -> None:
+    import asyncio as aio
+
+    policy = aio.get_event_loop_policy()
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert hybrid.run(loop_module()).startswith("uvloop")
+    assert hybrid.run(loop_module(), use_uvloop=False).startswith("asyncio")
+    assert aio.get_event_loop_policy() is policy
+
+
+def test_usable_cpus_respects_affinity() -> None:
+    import os
+
+    assert 1 <= hybrid.usable_cpus() <= len(os.sched_getaffinity(0))
+    assert hybrid.Engine().workers == hybrid.usable_cpus()

@@ -1,0 +1,109 @@
+"""Errors reach the caller as the user would want them: type intact, traceback attached, clear."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+import hybrid
+from tests import tasks
+
+
+async def test_a_tasks_exception_keeps_its_type_and_the_workers_traceback(make_engine) -> None:
+    engine = await make_engine(workers=1)
+    with pytest.raises(tasks.TaskFailure, match="bad input") as caught:
+        await engine.run(tasks.raise_value_error, "bad input")
+    cause = caught.value.__cause__
+    assert isinstance(cause, hybrid.RemoteTraceback)
+    assert "raise_value_error" in cause.text
+    assert "tests/tasks.py" in cause.text
+
+
+async def test_an_exception_that_will_not_unpickle_becomes_remote_error(make_engine) -> None:
+    engine = await make_engine(workers=1)
+    with pytest.raises(hybrid.RemoteError, match="NeedsTwoArgs: 1-2"):
+        await engine.run(tasks.raise_unpicklable_exception)
+    assert await engine.run(tasks.square, 3) == 9
+
+
+async def test_a_lambda_fails_at_once_naming_it(make_engine) -> None:
+    engine = await make_engine(workers=1)
+    with pytest.raises(hybrid.NotPicklable, match="<lambda>.*module level"):
+        await engine.run(lambda: 1)
+    assert engine.stats().submitted == 0
+
+
+async def test_a_local_function_fails_at_once(make_engine) -> None:
+    engine = await make_engine(workers=1)
+
+    def local(x: int) -> int:
+        return x
+
+    with pytest.raises(hybrid.NotPicklable, match="local"):
+        await engine.run(local, 1)
+
+
+async def test_an_unpicklable_argument_is_named(make_engine) -> None:
+    engine = await make_engine(workers=1)
+    with socket.socket() as sock, pytest.raises(hybrid.NotPicklable, match="argument 1 .*socket"):
+        await engine.run(tasks.sleep_then, 0, sock)
+    assert await engine.run(tasks.square, 5) == 25
+
+
+async def test_an_unpicklable_result_fails_that_task_only(make_engine) -> None:
+    engine = await make_engine(workers=1)
+    with pytest.raises(hybrid.NotPicklable, match="result of return_lambda"):
+        await engine.run(tasks.return_lambda)
+    assert await engine.run(tasks.square, 6) == 36
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": 0}, "workers must be"),
+        ({"workers": 1.5}, "workers must be"),
+        ({"start_method": "teleport"}, "start_method must be one of"),
+        ({"max_tasks_per_child": 0}, "max_tasks_per_child"),
+        ({"max_queued": -1}, "max_queued"),
+    ],
+)
+def test_bad_engine_options_are_rejected_up_front(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        hybrid.Engine(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_bad_run_options_are_rejected(make_engine) -> None:
+    engine = await make_engine(workers=1)
+    with pytest.raises(ValueError, match="timeout"):
+        await engine.run(tasks.square, 1, timeout=-1)
+    with pytest.raises(ValueError, match="retries"):
+        await engine.run(tasks.square, 1, retries=-1)
+    with pytest.raises(TypeError, match="callable"):
+        await engine.run(42)  # type: ignore[arg-type]
+
+
+def test_engine_errors_share_one_base() -> None:
+    for error in (
+        hybrid.TaskTimeout,
+        hybrid.WorkerCrashed,
+        hybrid.EngineClosed,
+        hybrid.Overloaded,
+        hybrid.NotPicklable,
+        hybrid.RemoteError,
+        hybrid.WorkerStartError,
+    ):
+        assert issubclass(error, hybrid.HybridError)
+    assert issubclass(hybrid.TaskTimeout, TimeoutError)
+    crashed = hybrid.WorkerCrashed("f", -9, 123, 1)
+    assert crashed.signal == 9
+    assert "SIGKILL" in str(crashed)
+
+
+def test_public_names_are_all_exported() -> None:
+    public = {name for name in dir(hybrid) if not name.startswith("_")}
+    modules = {"annotations"}
+    assert set(hybrid.__all__) == public - modules - {
+        name for name in public if type(getattr(hybrid, name)).__name__ == "module"
+    }
+    assert hybrid.__all__ == sorted(hybrid.__all__)
