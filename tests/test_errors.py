@@ -29,7 +29,7 @@ async def test_an_exception_that_will_not_unpickle_becomes_remote_error(make_eng
 
 async def test_a_lambda_fails_at_once_naming_it(make_engine) -> None:
     engine = await make_engine(workers=1)
-    with pytest.raises(hybrid.NotPicklable, match="<lambda>.*module level"):
+    with pytest.raises(hybrid.NotPicklable, match=r"<lambda>.*module level"):
         await engine.run(lambda: 1)
     assert engine.stats().submitted == 0
 
@@ -46,7 +46,7 @@ async def test_a_local_function_fails_at_once(make_engine) -> None:
 
 async def test_an_unpicklable_argument_is_named(make_engine) -> None:
     engine = await make_engine(workers=1)
-    with socket.socket() as sock, pytest.raises(hybrid.NotPicklable, match="argument 1 .*socket"):
+    with socket.socket() as sock, pytest.raises(hybrid.NotPicklable, match=r"argument 1 .*socket"):
         await engine.run(tasks.sleep_then, 0, sock)
     assert await engine.run(tasks.square, 5) == 25
 

@@ -1,4 +1,4 @@
-"""Exact isolation: a task that kills or overruns its worker fails alone; nothing else fails or reruns."""
+"""Exact isolation: a task that kills or overruns its worker fails alone; no other fails or reruns."""
 
 from __future__ import annotations
 
