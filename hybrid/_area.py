@@ -27,7 +27,10 @@ HALF_DATA_BYTES = 1 << 20  # result records one half holds; a batch stops early 
 
 _HEARTBEAT = struct.Struct("<QQQ")  # beat count, wall clock ns, monotonic ns
 _HEARTBEAT_BYTES = 64
-_HALF_HEADER = struct.Struct("<IIiI")  # records, bytes used, task running, batch id
+_HALF_HEADER = struct.Struct("<IIiI")  # records, bytes used, call running, batch id
+_COUNTS = struct.Struct("<II")  # the header's first two fields: records, bytes used
+_RUNNING = struct.Struct("<i")  # the header's third field
+_RUNNING_OFFSET = 8
 _RECORD_LEN = struct.Struct("<I")
 _HALF_BYTES = _HALF_HEADER.size + MAX_BATCH + HALF_DATA_BYTES
 AREA_BYTES = _HEARTBEAT_BYTES + 2 * _HALF_BYTES
@@ -52,6 +55,8 @@ class ResultArea:
         finally:
             os.close(fd)
         self.path = path
+        # The worker alone appends, so it keeps its own copy of each half's counts.
+        self._counts = [(0, 0), (0, 0)]
 
     @classmethod
     def create(cls) -> ResultArea:
@@ -73,6 +78,7 @@ class ResultArea:
         """Clear a half for a new batch: no records, nothing running, no skip flags."""
         offset = _half_offset(parity)
         _HALF_HEADER.pack_into(self._map, offset, 0, 0, NOT_STARTED, batch_id)
+        self._counts[parity] = (0, 0)
         start = offset + _HALF_HEADER.size
         self._map[start : start + MAX_BATCH] = bytes(MAX_BATCH)
 
@@ -83,10 +89,12 @@ class ResultArea:
 
     # Worker side
 
+    def begin(self, parity: int) -> None:
+        """Start appending to a half the parent has just reset."""
+        self._counts[parity] = (0, 0)
+
     def mark_started(self, parity: int, index: int) -> None:
-        offset = _half_offset(parity)
-        records, used, _, batch_id = _HALF_HEADER.unpack_from(self._map, offset)
-        _HALF_HEADER.pack_into(self._map, offset, records, used, index, batch_id)
+        _RUNNING.pack_into(self._map, _half_offset(parity) + _RUNNING_OFFSET, index)
 
     def is_skipped(self, parity: int, index: int) -> bool:
         return self._map[_half_offset(parity) + _HALF_HEADER.size + index] != 0
@@ -94,7 +102,7 @@ class ResultArea:
     def append(self, parity: int, record: bytes) -> bool:
         """Store one task's result record; False when the half has no room for it."""
         offset = _half_offset(parity)
-        records, used, running, batch_id = _HALF_HEADER.unpack_from(self._map, offset)
+        records, used = self._counts[parity]
         size = _RECORD_LEN.size + len(record)
         if used + size > HALF_DATA_BYTES:
             return False
@@ -102,7 +110,8 @@ class ResultArea:
         _RECORD_LEN.pack_into(self._map, start, len(record))
         self._map[start + _RECORD_LEN.size : start + size] = record
         # The count is written last: a record is visible only once it is whole.
-        _HALF_HEADER.pack_into(self._map, offset, records + 1, used + size, running, batch_id)
+        self._counts[parity] = (records + 1, used + size)
+        _COUNTS.pack_into(self._map, offset, records + 1, used + size)
         return True
 
     def beat(self, count: int, wall_ns: int, monotonic_ns: int) -> None:

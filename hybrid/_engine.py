@@ -216,6 +216,21 @@ class Engine:
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {fn!r}")
         _check_run_options(timeout, retries)
+        return await self.submit_calls(
+            fn, [args], chunk=False, timeout=timeout, retries=retries, block=block
+        )
+
+    async def submit_calls(
+        self,
+        fn: Callable[..., Any],
+        calls: list[tuple[Any, ...]],
+        *,
+        chunk: bool,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+    ) -> Task:
+        """Queue calls of ``fn`` as one task; a chunk's future gets per-call outcomes."""
         if self._closing is not None:
             raise EngineClosed("the engine is closed")
         if self._pool is None:
@@ -227,8 +242,9 @@ class Engine:
             raise RuntimeError("this engine belongs to another event loop")
         task = Task(
             fn,
-            args,
+            calls,
             loop.create_future(),
+            chunk=chunk,
             timeout_s=timeout,
             retries=retries,
             submitted_at=loop.time(),

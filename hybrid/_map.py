@@ -1,9 +1,15 @@
-"""``engine.map``: an async iterator over results with a bounded window of work in flight."""
+"""``engine.map``: an async iterator over results with a bounded window of work in flight.
+
+Once a function is known to be tiny, inputs travel in chunks (one task, one pickled
+list of arguments), so the parent spends little per call; the workers still report
+every call on its own, so a crash settles exactly the calls it touched.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
@@ -11,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _batching
 from ._area import MAX_BATCH
+from ._errors import WorkerCrashed
+from ._outcome import Outcome, rebuild_error
 from ._slot import PIPELINE_DEPTH
-from ._task import Task, function_key
+from ._task import Task, function_key, function_name
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -51,9 +59,13 @@ class MapResults(Generic[R]):
             self._async_source = aiter(iterable)
         else:
             self._sync_source = iter(iterable)
-        self._outstanding: deque[Task] = deque()  # submitted, not yet yielded, in input order
-        self._completed: deque[Task] = deque()  # unordered mode: done, not yet yielded
+        self._buffer: list[Any] = []  # inputs read, not yet submitted
+        self._outstanding: deque[Task] = deque()  # submitted, not yet taken, in input order
+        self._completed: deque[Task] = deque()  # unordered mode: done, not yet taken
+        self._ready: deque[tuple[Outcome, Any]] = deque()  # a taken chunk's outcomes
+        self._pending_calls = 0  # inputs submitted and not yet yielded
         self._changed = asyncio.Event()
+        self._submitting = asyncio.Lock()
         self._exhausted = False
         self._source_error: BaseException | None = None
         self._feeder: asyncio.Task[None] | None = None
@@ -87,37 +99,73 @@ class MapResults(Generic[R]):
             await asyncio.gather(self._feeder, return_exceptions=True)
 
     async def __anext__(self) -> R:
-        if self._closed:
-            raise StopAsyncIteration
+        ready = self._ready
+        if ready:
+            outcome, _ = ready[0]
+            if outcome is not None and outcome[0]:
+                ready.popleft()
+                self._pending_calls -= 1
+                return outcome[2]  # type: ignore[no-any-return]
         try:
-            task = await self._next_task()
-            if task is None:
-                self._closed = True
-                raise StopAsyncIteration
-            return await task.future  # type: ignore[no-any-return]
+            return await self._next_result()
         except BaseException:
             # A failed task, a failing input or our own cancellation ends the map.
             self._cancel_outstanding()
             raise
 
+    async def _next_result(self) -> R:
+        while True:
+            if self._ready:
+                outcome, item = self._ready.popleft()
+                self._pending_calls -= 1
+                return await self._unwrap(outcome, item)
+            if self._closed:
+                raise StopAsyncIteration
+            task = await self._next_task()
+            if task is None:
+                self._closed = True
+                raise StopAsyncIteration
+            result = await task.future
+            if not task.is_chunk:
+                self._pending_calls -= 1
+                return result  # type: ignore[no-any-return]
+            assert task.calls is not None
+            self._ready.extend(zip(result, (args[0] for args in task.calls), strict=True))
+
+    async def _unwrap(self, outcome: Outcome, item: Any) -> R:
+        assert outcome is not None
+        ok, _, payload = outcome
+        if ok:
+            return payload  # type: ignore[no-any-return]
+        error = rebuild_error(payload, function_name(self._fn))
+        if isinstance(error, WorkerCrashed) and self._retries > 0:
+            # The chunk ran it once; it gets its remaining retries on its own.
+            return await self._engine.run(
+                self._fn, item, timeout=self._timeout, retries=self._retries - 1
+            )
+        raise error
+
     async def _next_task(self) -> Task | None:
         if self._sync_source is not None:
             await self._fill_from_sync()
-        elif self._feeder is None:
-            self._feeder = asyncio.get_running_loop().create_task(self._feed_from_async())
+        else:
+            if self._feeder is None:
+                self._feeder = asyncio.get_running_loop().create_task(self._feed_from_async())
+            await self._flush()
         while True:
-            task = self._take_ready()
+            task = self._take_ready_task()
             if task is not None:
                 self._changed.set()  # room for the feeder
                 return task
-            if self._exhausted and not self._outstanding:
+            if self._exhausted and not self._outstanding and not self._buffer:
                 if self._source_error is not None:
                     raise self._source_error
                 return None
             self._changed.clear()
             await self._changed.wait()
+            await self._flush()
 
-    def _take_ready(self) -> Task | None:
+    def _take_ready_task(self) -> Task | None:
         if self._ordered:
             return self._outstanding.popleft() if self._outstanding else None
         if self._completed:
@@ -129,59 +177,79 @@ class MapResults(Generic[R]):
     def _window_size(self) -> int:
         if self._window is not None:
             return self._window
-        workers = self._engine.workers
-        estimate_s = self._pool_times().estimate(self._fn_key)
-        per_batch = 1
-        if estimate_s is not None and _batching.is_batchable(estimate_s):
-            per_batch = _batching.batch_limit(estimate_s)
-        return max(MIN_WINDOW * workers, 2 * workers * PIPELINE_DEPTH * min(per_batch, MAX_BATCH))
+        per_batch = self._chunk_size()
+        return max(
+            MIN_WINDOW * self._engine.workers, 2 * self._engine.workers * PIPELINE_DEPTH * per_batch
+        )
 
-    def _pool_times(self) -> _batching.TaskTimes:
+    def _chunk_size(self) -> int:
+        if self._timeout is not None:
+            return 1
         pool = self._engine._pool
-        return pool.times if pool is not None else _batching.TaskTimes()
+        estimate_s = pool.times.estimate(self._fn_key) if pool is not None else None
+        if estimate_s is None or not _batching.is_batchable(estimate_s):
+            return 1
+        size = min(_batching.batch_limit(estimate_s), MAX_BATCH)
+        limit = pool.max_tasks_per_child if pool is not None else None
+        return size if limit is None else max(1, min(size, limit))
 
     async def _fill_from_sync(self) -> None:
         source = self._sync_source
         assert source is not None
-        window = self._window_size()
-        while not self._exhausted and len(self._outstanding) < window:
+        room = self._window_size() - self._pending_calls - len(self._buffer)
+        while not self._exhausted and room > 0:
             try:
-                item = next(source)
+                self._buffer.append(next(source))
             except StopIteration:
                 self._exhausted = True
             except Exception as exc:
                 self._exhausted = True
                 self._source_error = exc
-            else:
-                await self._submit(item)
+            room -= 1
+        await self._flush()
 
     async def _feed_from_async(self) -> None:
         source = self._async_source
         assert source is not None
         try:
             async for item in source:
-                while len(self._outstanding) >= self._window_size() and not self._closed:
+                self._buffer.append(item)
+                if len(self._buffer) >= self._chunk_size() or not self._outstanding:
+                    await self._flush()
+                while self._pending_calls + len(self._buffer) >= self._window_size():
+                    if self._closed:
+                        return
                     self._changed.clear()
                     await self._changed.wait()
-                if self._closed:
-                    return
-                await self._submit(item)
-                self._changed.set()
         except Exception as exc:
             self._source_error = exc
         finally:
             self._exhausted = True
             self._changed.set()
 
-    async def _submit(self, item: Any) -> None:
-        task = await self._engine.submit(
-            self._fn, (item,), timeout=self._timeout, retries=self._retries
-        )
-        self._outstanding.append(task)
-        if not self._ordered:
-            task.future.add_done_callback(lambda _: self._on_done(task))
+    async def _flush(self) -> None:
+        """Submit buffered inputs, in order, as chunks (or single calls while times are unknown)."""
+        async with self._submitting:
+            while self._buffer and not self._closed:
+                size = self._chunk_size()
+                items, self._buffer = self._buffer[:size], self._buffer[size:]
+                task = await self._submit(items)
+                self._pending_calls += len(items)
+                self._outstanding.append(task)
+                if not self._ordered:
+                    task.future.add_done_callback(functools.partial(self._on_done, task))
+                self._changed.set()
 
-    def _on_done(self, task: Task) -> None:
+    async def _submit(self, items: list[Any]) -> Task:
+        if len(items) == 1:
+            return await self._engine.submit(
+                self._fn, (items[0],), timeout=self._timeout, retries=self._retries
+            )
+        return await self._engine.submit_calls(
+            self._fn, [(item,) for item in items], chunk=True, timeout=self._timeout
+        )
+
+    def _on_done(self, task: Task, _: asyncio.Future[Any]) -> None:
         if not task.future.cancelled():
             self._completed.append(task)
             self._changed.set()
@@ -192,6 +260,8 @@ class MapResults(Generic[R]):
         self._closed = True
         outstanding, self._outstanding = self._outstanding, deque()
         self._completed.clear()
+        self._ready.clear()
+        self._buffer.clear()
         for task in outstanding:
             if not task.future.done():
                 self._engine.cancel(task)

@@ -1,4 +1,10 @@
-"""Turning a worker's result record back into a value or an exception in the parent."""
+"""A call's outcome as the worker reports it, and turning it into a value or an exception.
+
+An outcome is ``(True, seconds, value)``, ``(False, seconds, error)`` or None for a call
+skipped because it was cancelled. The error is the worker's description of an exception
+(pickled exception, summary, traceback text, unpicklable result type), or an exception
+the parent made itself (a crash, a timeout).
+"""
 
 from __future__ import annotations
 
@@ -7,35 +13,35 @@ from typing import Any
 
 from ._errors import NotPicklable, RemoteError, RemoteTraceback
 
-
-class Outcome:
-    """A finished task as the worker reported it."""
-
-    __slots__ = ("elapsed_s", "error", "ok", "value")
-
-    def __init__(self, ok: bool, elapsed_s: float, value: Any, error: BaseException | None) -> None:
-        self.ok = ok
-        self.elapsed_s = elapsed_s
-        self.value = value
-        self.error = error
+Outcome = tuple[bool, float, Any] | None
 
 
-def decode(record: bytes, task_name: str) -> Outcome | None:
-    """Decode a record; None for a task the worker skipped because it was cancelled."""
+def read_record(record: bytes, task_name: str) -> Outcome:
+    """Unpickle one result record from the area (read after a worker died)."""
     try:
-        decoded = pickle.loads(record)
+        outcome: Outcome = pickle.loads(record)
     except Exception as exc:
         error = NotPicklable(f"the result of {task_name}() cannot be read in the parent: {exc!r}")
-        return Outcome(False, 0.0, None, error)
-    if decoded is None:
-        return None
-    ok, elapsed_s, payload = decoded
+        return False, 0.0, error
+    return outcome
+
+
+def failed(error: BaseException) -> Outcome:
+    """The outcome of a call the parent failed on its own account."""
+    return False, 0.0, error
+
+
+def value_or_raise(outcome: Outcome, task_name: str) -> Any:
+    assert outcome is not None
+    ok, _, payload = outcome
     if ok:
-        return Outcome(True, elapsed_s, payload, None)
-    return Outcome(False, elapsed_s, None, _rebuild_error(payload, task_name))
+        return payload
+    raise rebuild_error(payload, task_name)
 
 
-def _rebuild_error(payload: tuple[bytes | None, str, str, str], task_name: str) -> BaseException:
+def rebuild_error(payload: Any, task_name: str) -> BaseException:
+    if isinstance(payload, BaseException):
+        return payload
     exc_bytes, summary, traceback_text, unpicklable_result = payload
     error: BaseException
     if unpicklable_result:

@@ -11,6 +11,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from . import _batching
+from ._area import MAX_BATCH
 from ._errors import (
     EngineClosed,
     HybridError,
@@ -19,7 +20,7 @@ from ._errors import (
     WorkerCrashed,
     WorkerStartError,
 )
-from ._outcome import decode
+from ._outcome import Outcome, failed, read_record, rebuild_error
 from ._slot import Slot
 from ._stats import Counters, EngineStats, WorkerStats, percentile
 from ._task import Batch, Task, TaskState
@@ -128,14 +129,15 @@ class Pool:
         if area is None or batch.settled:
             return
         finished, running = area.progress(batch.parity)
-        if task.index < finished:
-            return
-        if running == task.index:
-            # It is running now: the only way to stop it is to stop its process.
-            batch.kill_reason = batch.kill_reason or "cancel"
-            batch.slot.kill()
-        else:
-            area.skip(batch.parity, task.index)
+        first = batch.call_offset(task)
+        for index in range(max(first, finished), first + task.n_calls):
+            if index == running and not task.is_chunk:
+                # It is running now: the only way to stop it is to stop its process.
+                # (A chunk's calls are tiny by construction: the running one may finish.)
+                batch.kill_reason = batch.kill_reason or "cancel"
+                batch.slot.kill()
+            elif index != running:
+                area.skip(batch.parity, index)
 
     # Dispatch
 
@@ -178,36 +180,41 @@ class Pool:
         if head.timeout_s is not None or not _batching.is_batchable(estimate_s):
             return tasks
         assert estimate_s is not None
-        limit = _batching.batch_limit(estimate_s)
+        limit = min(_batching.batch_limit(estimate_s), MAX_BATCH)
         quota = self._quota_left(slot)
         if quota is not None:
             limit = min(limit, quota)
+        calls = head.n_calls
         queue = self.queue
-        while queue and len(tasks) < limit:
+        while queue:
             task = queue[0]
             if task.state is not TaskState.QUEUED:
                 queue.popleft()
                 continue
-            if task.timeout_s is not None or task.fn_key != head.fn_key:
+            if (
+                task.timeout_s is not None
+                or task.fn_key != head.fn_key
+                or calls + task.n_calls > limit
+            ):
                 break
             tasks.append(queue.popleft())
+            calls += task.n_calls
         return tasks
 
     def _quota_left(self, slot: Slot) -> int | None:
         """Tasks the slot's current process may still be given (max_tasks_per_child)."""
         if self.max_tasks_per_child is None:
             return None
-        held = sum(len(batch.tasks) for batch in slot.in_flight)
+        held = sum(task.n_calls for batch in slot.in_flight for task in batch.tasks)
         return max(0, self.max_tasks_per_child - slot.tasks_since_start - held)
 
     def _send(self, slot: Slot, tasks: list[Task]) -> None:
         batch = Batch(slot, slot.next_parity, tasks, self._loop.time())
         estimate_s = self.times.estimate(tasks[0].fn_key)
         batch.short = tasks[0].timeout_s is None and _batching.is_short(estimate_s)
-        for index, task in enumerate(tasks):
+        for task in tasks:
             task.state = TaskState.DISPATCHED
             task.batch = batch
-            task.index = index
             task.attempts += 1
         self.queued -= len(tasks)
         try:
@@ -233,7 +240,7 @@ class Pool:
 
     # Results
 
-    def _settle(self, batch: Batch, future: asyncio.Future[tuple[int, bytes | None]]) -> None:
+    def _settle(self, batch: Batch, future: asyncio.Future[list[Outcome]]) -> None:
         batch.settled = True
         if batch.timer is not None:
             batch.timer.cancel()
@@ -241,75 +248,109 @@ class Pool:
         slot.in_flight.remove(batch)
         error = future.exception()
         if error is None:
-            finished, tail = future.result()
-            self._deliver_records(batch, batch.tasks[:finished])
-            if tail is not None:
-                self._deliver(batch.tasks[finished], tail)
-                finished += 1
-            self._requeue(batch.tasks[finished:])
-            self._after_success(slot, finished)
+            outcomes = future.result()
+            self._apportion(batch, outcomes, running_unfinished=False)
+            self._after_success(slot, len(outcomes))
         else:
-            self._salvage(batch)
+            # The worker died: what it finished is in the area, one record per call.
+            area = slot.area
+            assert area is not None
+            finished, running = area.progress(batch.parity)
+            names = (task.name for task in batch.tasks for _ in range(task.n_calls))
+            outcomes = [
+                read_record(record, name)
+                for record, name in zip(area.records(batch.parity), names, strict=False)
+            ]
+            self._apportion(batch, outcomes, running_unfinished=running == finished)
             self._worker_lost(slot, error)
         self._check_idle()
         self.dispatch()
 
-    def _deliver_records(self, batch: Batch, tasks: list[Task]) -> None:
-        area = batch.slot.area
-        assert area is not None
-        for task, record in zip(tasks, area.records(batch.parity), strict=False):
-            self._deliver(task, record)
+    def _apportion(self, batch: Batch, outcomes: list[Outcome], running_unfinished: bool) -> None:
+        """Settle the batch's first calls from their outcomes, blame the call that was
+        running when the worker died (if one was), and requeue every call left over."""
+        position = 0
+        leftovers = []
+        for task in batch.tasks:
+            taken = outcomes[position : position + task.n_calls]
+            position += len(taken)
+            self._settle_calls(task, taken)
+            if task.n_calls and running_unfinished:
+                running_unfinished = False
+                self._blame(task, batch)
+            if task.n_calls and task.state is TaskState.DISPATCHED:
+                leftovers.append(task)
+        self._requeue(leftovers)
 
-    def _deliver(self, task: Task, record: bytes) -> None:
-        outcome = decode(record, task.name)
-        if outcome is None:
+    def _settle_calls(self, task: Task, outcomes: list[Outcome]) -> None:
+        if not outcomes:
             return
-        slot = task.batch.slot if task.batch is not None else None
-        if slot is not None:
-            slot.busy_s += outcome.elapsed_s
-            slot.tasks_done += 1
-        self.times.observe(task.fn_key, outcome.elapsed_s)
-        self.counters.durations_s.append(outcome.elapsed_s)
-        if task.state is TaskState.CANCELLED:
+        ran = [outcome for outcome in outcomes if outcome is not None]
+        if ran:
+            elapsed = [outcome[1] for outcome in ran]
+            total_s = sum(elapsed)
+            succeeded = sum(1 for outcome in ran if outcome[0])
+            counters = self.counters
+            counters.durations_s.extend(elapsed)
+            counters.completed += succeeded
+            counters.failed += len(ran) - succeeded
+            self.times.observe(task.fn_key, total_s / len(ran))
+            if task.batch is not None:
+                task.batch.slot.busy_s += total_s
+                task.batch.slot.tasks_done += len(ran)
+        self._record_outcomes(task, outcomes)
+
+    def _record_outcomes(self, task: Task, outcomes: list[Outcome]) -> None:
+        """Hand settled calls to whoever waits for them."""
+        if task.outcomes is not None:
+            task.outcomes[task.first : task.first + len(outcomes)] = outcomes
+            task.advance(len(outcomes))
+            if task.n_calls == 0:
+                self._finish(task)
             return
+        task.advance(len(outcomes))
+        outcome = outcomes[0]
+        cancelled = task.state is TaskState.CANCELLED
         task.state = TaskState.FINISHED
-        if outcome.ok:
-            self.counters.completed += 1
-            task.future.set_result(outcome.value)
+        if outcome is None or cancelled:
+            return
+        if outcome[0]:
+            task.future.set_result(outcome[2])
         else:
-            self.counters.failed += 1
-            assert outcome.error is not None
-            task.future.set_exception(outcome.error)
+            task.future.set_exception(rebuild_error(outcome[2], task.name))
 
-    def _salvage(self, batch: Batch) -> None:
-        """Sort out a batch whose worker died: keep the finished, blame one, requeue the rest."""
-        area = batch.slot.area
-        assert area is not None
-        finished, running = area.progress(batch.parity)
-        self._deliver_records(batch, batch.tasks[:finished])
-        rest = batch.tasks[finished:]
-        if rest and running == finished:
-            self._blame(rest[0], batch)
-            rest = rest[1:]
-        self._requeue(rest)
+    def _finish(self, task: Task) -> None:
+        cancelled = task.state is TaskState.CANCELLED
+        task.state = TaskState.FINISHED
+        if not cancelled and not task.future.done():
+            task.future.set_result(task.outcomes)
 
     def _blame(self, task: Task, batch: Batch) -> None:
-        """Decide the fate of the task that was running when its worker died."""
-        if task.state is TaskState.CANCELLED:
+        """Decide the fate of the call that was running when its worker died."""
+        error = self._death_error(task, batch)
+        if error is None:
             return
+        if task.is_chunk:
+            self._record_outcomes(task, [failed(error)])
+        else:
+            self._fail(task, error)
+
+    def _death_error(self, task: Task, batch: Batch) -> BaseException | None:
+        if task.state is TaskState.CANCELLED:
+            task.state = TaskState.FINISHED
+            return None
         if batch.kill_reason == "timeout":
             self.counters.timed_out += 1
             assert task.timeout_s is not None
-            self._fail(task, TaskTimeout(task.name, task.timeout_s))
-        elif batch.kill_reason == "close":
-            self._fail(task, EngineClosed("the engine was closed while the task ran"))
-        elif task.retries_left > 0 and not self.closing:
+            return TaskTimeout(task.name, task.timeout_s)
+        if batch.kill_reason == "close":
+            return EngineClosed("the engine was closed while the task ran")
+        if task.retries_left > 0 and not self.closing and not task.is_chunk:
             task.retries_left -= 1
-            self._requeue([task])
-        else:
-            self.counters.crashed += 1
-            slot = batch.slot
-            self._fail(task, WorkerCrashed(task.name, slot.exitcode(), slot.pid, task.attempts))
+            return None
+        self.counters.crashed += 1
+        slot = batch.slot
+        return WorkerCrashed(task.name, slot.exitcode(), slot.pid, task.attempts)
 
     def _fail(self, task: Task, error: BaseException) -> None:
         task.state = TaskState.FINISHED
@@ -317,8 +358,8 @@ class Pool:
             task.future.set_exception(error)
 
     def _requeue(self, tasks: list[Task]) -> None:
-        """Put tasks that never ran back at the head of the queue, in order."""
-        waiting = [task for task in tasks if task.state is not TaskState.CANCELLED]
+        """Put tasks (or what is left of them) back at the head of the queue, in order."""
+        waiting = [task for task in tasks if task.state is TaskState.DISPATCHED]
         if self._failing_all is not None:
             for task in waiting:
                 self._fail(task, self._failing_all)

@@ -20,6 +20,7 @@ from typing import Any
 from . import _worker
 from ._area import ResultArea
 from ._errors import WorkerStartError
+from ._outcome import Outcome
 from ._task import Batch
 
 PIPELINE_DEPTH = 2  # batches a worker may hold: one running, one waiting to start at once
@@ -94,16 +95,19 @@ class Slot:
         self.alive = True
         self.retiring = False
 
-    def submit(self, batch: Batch) -> asyncio.Future[tuple[int, bytes | None]]:
+    def submit(self, batch: Batch) -> asyncio.Future[list[Outcome]]:
         """Send a batch to the worker; the future fails with BrokenProcessPool if it dies."""
         assert self._executor is not None
         assert self.area is not None
         self.area.reset(batch.parity, 0)
         payloads = [task.payload for task in batch.tasks]
+        counts = [task.n_calls for task in batch.tasks]
         loop = asyncio.get_running_loop()
         self.in_flight.append(batch)
         self.next_parity ^= 1
-        return loop.run_in_executor(self._executor, _worker.run_batch, batch.parity, payloads)
+        return loop.run_in_executor(
+            self._executor, _worker.run_batch, batch.parity, payloads, counts
+        )
 
     def kill(self) -> None:
         """Kill the worker process at once (SIGKILL); the slot takes no work until replaced."""

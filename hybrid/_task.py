@@ -1,4 +1,9 @@
-"""A task on its way through a pool, and the batch that carries it to a worker."""
+"""A task on its way through a pool, and the batch that carries it to a worker.
+
+A task is one call of a function (``engine.run``) or a chunk of calls of one function
+(``engine.map`` over tiny tasks). Either way the worker reports every call on its own,
+so a worker's death settles exactly the calls it finished.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._errors import NotPicklable
+from ._outcome import Outcome
 
 if TYPE_CHECKING:
     from ._slot import Slot
@@ -23,16 +29,24 @@ class TaskState(enum.Enum):
 
 
 class Task:
-    """One call of ``fn(*args)``, from submission to its result."""
+    """One call, or a chunk of calls, of ``fn``: from submission to its outcome.
+
+    A single call's future gets the value or the exception. A chunk's future gets the
+    list of per-call outcomes (see ``_outcome``) once every call has settled.
+    """
 
     __slots__ = (
         "attempts",
         "batch",
+        "calls",
+        "first",
+        "fn",
         "fn_key",
         "future",
-        "index",
         "key",
+        "n_calls",
         "name",
+        "outcomes",
         "payload",
         "retries_left",
         "state",
@@ -43,29 +57,47 @@ class Task:
     def __init__(
         self,
         fn: Callable[..., Any],
-        args: tuple[Any, ...],
+        calls: list[tuple[Any, ...]],
         future: asyncio.Future[Any],
         *,
-        timeout_s: float | None,
-        retries: int,
-        submitted_at: float,
+        chunk: bool = False,
+        timeout_s: float | None = None,
+        retries: int = 0,
+        submitted_at: float = 0.0,
         key: Hashable | None = None,
     ) -> None:
+        self.fn = fn
         self.fn_key = function_key(fn)
         self.name = function_name(fn)
-        self.payload = encode_call(fn, args)
+        self.payload = encode_calls(fn, calls)
+        self.calls = calls if chunk else None
+        self.outcomes: list[Outcome] | None = [None] * len(calls) if chunk else None
+        self.first = 0
+        self.n_calls = len(calls)
         self.future = future
         self.timeout_s = timeout_s
         self.retries_left = retries
         self.attempts = 0
         self.state = TaskState.QUEUED
         self.batch: Batch | None = None
-        self.index = -1
         self.submitted_at = submitted_at
         self.key = key
 
     def __repr__(self) -> str:
-        return f"<Task {self.name} {self.state.value}>"
+        return f"<Task {self.name} x{self.n_calls} {self.state.value}>"
+
+    @property
+    def is_chunk(self) -> bool:
+        return self.outcomes is not None
+
+    def advance(self, settled: int) -> None:
+        """Drop the first ``settled`` calls; what is left is sent again if it is requeued."""
+        if settled == 0:
+            return
+        self.first += settled
+        self.n_calls -= settled
+        if self.n_calls and self.calls is not None:
+            self.payload = encode_calls(self.fn, self.calls[self.first :])
 
 
 @dataclass(eq=False)
@@ -81,6 +113,15 @@ class Batch:
     settled: bool = False
     short: bool = False  # quick enough that another batch may wait behind it
 
+    def call_offset(self, task: Task) -> int:
+        """Index of the task's first call among the batch's calls."""
+        offset = 0
+        for other in self.tasks:
+            if other is task:
+                return offset
+            offset += other.n_calls
+        raise ValueError(f"{task!r} is not in this batch")
+
 
 def function_key(fn: Callable[..., Any]) -> Hashable:
     """What identifies a function for timing purposes, seeing through partials."""
@@ -93,15 +134,17 @@ def function_name(fn: Callable[..., Any]) -> str:
     return str(getattr(inner, "__qualname__", None) or repr(inner))
 
 
-def encode_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
-    """Pickle a call now, so a bad function or argument fails its caller at once."""
+def encode_calls(fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> bytes:
+    """Pickle calls now, so a bad function or argument fails its caller at once."""
     try:
-        return pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((fn, calls), pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        raise NotPicklable(_explain_unpicklable(fn, args, exc)) from exc
+        raise NotPicklable(_explain_unpicklable(fn, calls, exc)) from exc
 
 
-def _explain_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], exc: Exception) -> str:
+def _explain_unpicklable(
+    fn: Callable[..., Any], calls: list[tuple[Any, ...]], exc: Exception
+) -> str:
     try:
         pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
     except Exception as fn_exc:
@@ -110,12 +153,13 @@ def _explain_unpicklable(fn: Callable[..., Any], args: tuple[Any, ...], exc: Exc
             "Workers import functions by name: define it at module level "
             "(not a lambda, a local function or a bound method of an unpicklable object)."
         )
-    for position, arg in enumerate(args):
-        try:
-            pickle.dumps(arg, pickle.HIGHEST_PROTOCOL)
-        except Exception as arg_exc:
-            return (
-                f"cannot send argument {position} of {function_name(fn)}() "
-                f"({type(arg).__qualname__}) to a worker process: {arg_exc}"
-            )
+    for args in calls:
+        for position, arg in enumerate(args):
+            try:
+                pickle.dumps(arg, pickle.HIGHEST_PROTOCOL)
+            except Exception as arg_exc:
+                return (
+                    f"cannot send argument {position} of {function_name(fn)}() "
+                    f"({type(arg).__qualname__}) to a worker process: {arg_exc}"
+                )
     return f"cannot send the call {function_name(fn)}() to a worker process: {exc}"

@@ -23,6 +23,8 @@ from ._area import ResultArea
 HEARTBEAT_INTERVAL_S = 0.05  # how often the worker stamps its liveness into the area
 PARENT_POLL_S = 0.2  # fallback parent-liveness poll where pidfd_open is missing
 
+Outcome = tuple[bool, float, Any] | None  # (ok, seconds, value or error); None: skipped
+
 _area: ResultArea | None = None
 _init_error: BaseException | None = None
 
@@ -53,53 +55,74 @@ def hello() -> int:
     return os.getpid()
 
 
-def run_batch(parity: int, payloads: Sequence[bytes]) -> tuple[int, bytes | None]:
-    """Run pickled ``(fn, args)`` tasks in order, appending each result record to the area.
+def run_batch(parity: int, payloads: Sequence[bytes], counts: Sequence[int]) -> list[Outcome]:
+    """Run pickled ``(fn, [args, ...])`` tasks in order; return every call's outcome.
 
-    Returns ``(n, tail)``: the first ``n`` records are in the area; when the area filled
-    up, ``tail`` is the record of task ``n`` and the tasks after it never started.
+    Each outcome is also written to the result area as the call finishes, numbered by
+    call across the whole batch, so the parent can recover them if this process dies.
+    When the area is full the batch stops early: the calls not in the returned list
+    never started. ``None`` stands for a call skipped because it was cancelled.
     """
     area = _area
     assert area is not None, "worker used before init_worker"
-    for index, payload in enumerate(payloads):
-        if area.is_skipped(parity, index):
-            record = SKIPPED_RECORD
-        else:
-            area.mark_started(parity, index)
-            record = execute(payload)
-        if not area.append(parity, record):
-            return index, record
-    return len(payloads), None
+    area.begin(parity)
+    outcomes: list[Outcome] = []
+    index = 0
+    for payload, count in zip(payloads, counts, strict=True):
+        failure: Outcome = None
+        try:
+            fn, calls = pickle.loads(payload)
+        except BaseException as exc:
+            # Every call of this task fails the same way (e.g. its module is missing here).
+            calls, failure = [()] * count, error_outcome(0.0, exc)
+        for args in calls:
+            if area.is_skipped(parity, index):
+                outcome = None
+            elif failure is not None:
+                outcome = failure
+            else:
+                area.mark_started(parity, index)
+                outcome = execute(fn, args)
+            outcome, record = encode(outcome)
+            outcomes.append(outcome)
+            if not area.append(parity, record):
+                return outcomes
+            index += 1
+    return outcomes
 
 
-SKIPPED_RECORD = pickle.dumps(None)
-
-
-def execute(payload: bytes) -> bytes:
-    """Run one task and encode its outcome as ``(ok, seconds, value_or_error)``."""
+def execute(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, float, Any]:
+    """Run one call: ``(True, seconds, value)`` or ``(False, seconds, error)``."""
     started = time.perf_counter()
     try:
-        fn, args = pickle.loads(payload)
         value = fn(*args)
     except BaseException as exc:
-        return _error_record(time.perf_counter() - started, exc)
-    elapsed_s = time.perf_counter() - started
+        return error_outcome(time.perf_counter() - started, exc)
+    return True, time.perf_counter() - started, value
+
+
+def encode(outcome: Outcome) -> tuple[Outcome, bytes]:
+    """Pickle an outcome; a value that will not pickle becomes that call's error."""
     try:
-        return pickle.dumps((True, elapsed_s, value), pickle.HIGHEST_PROTOCOL)
+        return outcome, pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        return _error_record(elapsed_s, exc, unpicklable_result=type(value).__qualname__)
+        assert outcome is not None
+        _, elapsed_s, value = outcome
+        failed = error_outcome(elapsed_s, exc, unpicklable_result=type(value).__qualname__)
+        return failed, pickle.dumps(failed, pickle.HIGHEST_PROTOCOL)
 
 
-def _error_record(elapsed_s: float, exc: BaseException, unpicklable_result: str = "") -> bytes:
-    """Encode an exception with its traceback text, even when it will not pickle."""
+def error_outcome(
+    elapsed_s: float, exc: BaseException, unpicklable_result: str = ""
+) -> tuple[bool, float, Any]:
+    """Describe an exception with its traceback text, in a form that always pickles."""
     text = "".join(traceback.format_exception(exc))
     try:
         exc_bytes: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
     except Exception:
         exc_bytes = None
     summary = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-    error = (exc_bytes, summary, text, unpicklable_result)
-    return pickle.dumps((False, elapsed_s, error), pickle.HIGHEST_PROTOCOL)
+    return False, elapsed_s, (exc_bytes, summary, text, unpicklable_result)
 
 
 def _beat(area: ResultArea) -> None:

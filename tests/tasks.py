@@ -80,7 +80,7 @@ def record_call(path: str, value: int) -> int:
     return value
 
 
-def record_then_crash_on(path: str, value: int, crash_value: int) -> int:
+def record_then_crash_on(path: str, value: int, crash_value: int = -1) -> int:
     record_call(path, value)
     if value == crash_value:
         os._exit(9)
@@ -123,3 +123,10 @@ def raise_value_error_on(value: int) -> int:
     if value == 13:
         raise TaskFailure("thirteen")
     return value
+
+
+def crash_twice_when_given(path: str) -> str:
+    """Return "" at once for an empty path; else crash on the first two attempts."""
+    if not path:
+        return ""
+    return crash_until_file_exists(path)

@@ -1,4 +1,4 @@
-"""hybrid inside an application's own loop: several engines, uvloop or asyncio, and a responsive loop."""
+"""hybrid inside an application's loop: several engines, uvloop or asyncio, a responsive loop."""
 
 from __future__ import annotations
 

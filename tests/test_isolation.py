@@ -1,8 +1,9 @@
-"""Exact isolation: a task that kills or overruns its worker fails alone; no other fails or reruns."""
+"""Exact isolation: a task that kills or overruns its worker fails alone; no other task suffers."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from pathlib import Path
@@ -102,3 +103,35 @@ async def test_every_start_method_runs_and_survives_a_crash(make_engine, start_m
     await wait_for_full_strength(engine)
     results = [result async for result in engine.map(tasks.square, range(100))]
     assert results == [value * value for value in range(100)]
+
+
+async def test_a_crash_inside_a_map_chunk_settles_exactly(make_engine, tmp_path: Path) -> None:
+    engine = await make_engine(workers=2)
+    warmup = tmp_path / "warmup"
+    [
+        _
+        async for _ in engine.map(
+            functools.partial(tasks.record_then_crash_on, str(warmup), crash_value=-1), range(50)
+        )
+    ]
+    record = tmp_path / "calls"
+    crash_on = functools.partial(tasks.record_then_crash_on, str(record), crash_value=1234)
+    seen = []
+    with pytest.raises(hybrid.WorkerCrashed):
+        async for value in engine.map(crash_on, range(3000)):
+            seen.append(value)
+    assert seen == list(range(1234))
+    calls = calls_recorded(record)
+    assert all(calls[value] == 1 for value in range(1235))
+    assert max(calls.values()) == 1
+    assert engine.stats().round_trips < 1000  # the calls did travel in chunks
+
+
+async def test_map_retries_a_crashed_chunk_call_on_its_own(make_engine, tmp_path: Path) -> None:
+    engine = await make_engine(workers=2)
+    [_ async for _ in engine.map(tasks.square, range(200))]
+    marker = tmp_path / "attempts"
+    inputs = [str(marker) if n == 150 else "" for n in range(300)]
+    results = [value async for value in engine.map(tasks.crash_twice_when_given, inputs, retries=2)]
+    assert results == ["ok" if n == 150 else "" for n in range(300)]
+    assert marker.read_text() == "3"

@@ -1,0 +1,199 @@
+"""The core engine against the standard library, side by side in one run.
+
+    python -m benchmarks.bench_engine            # full run (a few minutes on 2 cores)
+    python -m benchmarks.bench_engine --quick    # smoke run
+
+Figures are medians over repeats; ratios compare runs made minutes apart on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import hybrid
+from benchmarks import work
+
+
+TIMEOUT_S = 0.05  # timeout of the doomed task in the recovery benchmark
+
+
+def median_rate(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def timed_rate(calls: int, seconds: float) -> float:
+    return calls / seconds
+
+
+async def stdlib_one_call_each(calls: int, workers: int) -> float:
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(workers) as executor:
+        await asyncio.gather(*(loop.run_in_executor(executor, work.square, n) for n in range(50)))
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(loop.run_in_executor(executor, work.square, n) for n in range(calls))
+        )
+        return timed_rate(calls, time.perf_counter() - started)
+
+
+async def stdlib_chunked_map(calls: int, workers: int) -> float:
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(workers) as executor:
+        list(executor.map(work.square, range(100)))
+        started = time.perf_counter()
+        chunk = max(1, calls // 8)
+        await loop.run_in_executor(
+            None, lambda: list(executor.map(work.square, range(calls), chunksize=chunk))
+        )
+        return timed_rate(calls, time.perf_counter() - started)
+
+
+async def hybrid_map(calls: int, workers: int) -> float:
+    async with hybrid.Engine(workers) as engine:
+        [_ async for _ in engine.map(work.square, range(1000))]
+        started = time.perf_counter()
+        count = 0
+        async for _ in engine.map(work.square, range(calls)):
+            count += 1
+        assert count == calls
+        return timed_rate(calls, time.perf_counter() - started)
+
+
+async def hybrid_concurrent_run(calls: int, workers: int, concurrency: int = 1000) -> float:
+    async with hybrid.Engine(workers) as engine:
+        await asyncio.gather(*(engine.run(work.square, n) for n in range(1000)))
+        remaining = iter(range(calls))
+
+        async def client() -> None:
+            for n in remaining:
+                await engine.run(work.square, n)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return timed_rate(calls, time.perf_counter() - started)
+
+
+async def cpu_bound_efficiency(
+    workers: int, tasks: int, task_s: float
+) -> tuple[float, list[float]]:
+    """Throughput as a fraction of workers / task time, and the loop lags seen meanwhile."""
+    async with hybrid.Engine(workers) as engine:
+        await engine.run(work.spin, 0.01)
+        lags: list[float] = []
+
+        async def probe() -> None:
+            while True:
+                start = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lags.append(time.perf_counter() - start - 0.001)
+
+        prober = asyncio.ensure_future(probe())
+        started = time.perf_counter()
+        await asyncio.gather(*(engine.run(work.spin, task_s) for _ in range(tasks)))
+        elapsed = time.perf_counter() - started
+        prober.cancel()
+        ideal = tasks * task_s / workers
+        return ideal / elapsed, lags
+
+
+async def recovery_times(start_method: str, repeats: int, how: str) -> list[float]:
+    """Seconds from a worker's death (crash or timeout kill) to its replacement running a task."""
+    samples = []
+    with tempfile.TemporaryDirectory() as folder:
+        stamp = Path(folder) / "died_at"
+        async with hybrid.Engine(1, start_method=start_method) as engine:
+            for _ in range(repeats):
+                submitted_at = time.monotonic()
+                if how == "crash":
+                    doomed = asyncio.ensure_future(engine.run(work.stamp_then_exit, str(stamp)))
+                else:
+                    doomed = asyncio.ensure_future(engine.run(work.sleep, 10, timeout=TIMEOUT_S))
+                follower = asyncio.ensure_future(engine.run(work.monotonic_now))
+                try:
+                    await doomed
+                except (hybrid.WorkerCrashed, hybrid.TaskTimeout):
+                    # The timeout kill fires TIMEOUT_S after dispatch, which is at submission here.
+                    died_at = (
+                        float(stamp.read_text()) if how == "crash" else submitted_at + TIMEOUT_S
+                    )
+                served_at = await follower
+                samples.append(served_at - died_at)
+    return samples
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+async def repeat(times: int, bench: Callable[[], Awaitable[float]]) -> float:
+    return median_rate([await bench() for _ in range(times)])
+
+
+async def main(quick: bool) -> None:
+    workers = 2
+    calls = 20_000 if quick else 100_000
+    baseline_calls = 5_000 if quick else 20_000
+    repeats = 1 if quick else 3
+    print(
+        f"# hybrid engine benchmark: {workers} workers, python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs, loop {type(asyncio.get_running_loop()).__module__}"
+    )
+    print()
+    one_each = await repeat(repeats, lambda: stdlib_one_call_each(baseline_calls, workers))
+    chunked = await repeat(repeats, lambda: stdlib_chunked_map(calls, workers))
+    mapped = await repeat(repeats, lambda: hybrid_map(calls, workers))
+    concurrent = await repeat(repeats, lambda: hybrid_concurrent_run(calls, workers))
+    print(f"## Tiny tasks (x*x): calls/s, median of {repeats}")
+    print()
+    print("| runner | calls/s | vs one call each | vs chunked map |")
+    print("|---|---:|---:|---:|")
+    for name, rate in [
+        ("stdlib run_in_executor, one call each", one_each),
+        ("stdlib ProcessPoolExecutor.map(chunksize=n/8)", chunked),
+        ("hybrid engine.map (ordered, bounded)", mapped),
+        ("hybrid engine.run, 1,000 concurrent", concurrent),
+    ]:
+        print(f"| {name} | {rate:,.0f} | {rate / one_each:.1f}x | {rate / chunked:.2f}x |")
+    print()
+
+    task_s = 0.02
+    efficiency, lags = await cpu_bound_efficiency(workers, 40 if quick else 200, task_s)
+    lags_ms = [lag * 1000 for lag in lags]
+    print(f"## CPU-bound tasks ({task_s * 1000:.0f} ms of pure Python each)")
+    print()
+    print(f"- throughput: {efficiency:.1%} of workers / task time")
+    print(
+        f"- event-loop lag while saturated: p50 {percentile(lags_ms, 0.5):.2f} ms, "
+        f"p99 {percentile(lags_ms, 0.99):.2f} ms, max {max(lags_ms):.2f} ms "
+        f"({len(lags_ms)} probes)"
+    )
+    print()
+
+    print("## Recovery: worker death to replacement serving (ms)")
+    print()
+    print("| start method | how | p50 | p99 | max |")
+    print("|---|---|---:|---:|---:|")
+    for method in ("fork", "forkserver", "spawn"):
+        for how in ("crash", "timeout"):
+            count = 5 if quick else (30 if method != "spawn" else 10)
+            samples = [s * 1000 for s in await recovery_times(method, count, how)]
+            print(
+                f"| {method} | {how} | {percentile(samples, 0.5):.1f} | "
+                f"{percentile(samples, 0.99):.1f} | {max(samples):.1f} |"
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    hybrid.run(main(parser.parse_args().quick))
