@@ -389,6 +389,7 @@ class Pool:
 
     def _replace(self, slot: Slot) -> None:
         slot.alive = False
+        self.counters.worker_restarts += 1
         task = self._loop.create_task(self._restart(slot), name=f"hybrid-restart-{slot.index}")
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
@@ -408,7 +409,6 @@ class Pool:
                 await asyncio.sleep(delay_s)
                 delay_s *= 2
             else:
-                self.counters.worker_restarts += 1
                 self.dispatch()
                 return
         if not any(other.alive for other in self.slots):

@@ -79,7 +79,7 @@ class Slot:
             area.close()
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
             if isinstance(exc, Exception):
-                raise WorkerStartError(f"worker {self.index} failed to start: {exc!r}") from exc
+                raise WorkerStartError(_explain_start_failure(self.index, exc)) from exc
             raise
         finally:
             # The worker has mapped the area (or never will): the name is no longer needed,
@@ -148,3 +148,14 @@ def _find_process(executor: ProcessPoolExecutor, pid: int) -> multiprocessing.pr
     # The executor keeps its processes by pid; with one process there is exactly one.
     process: multiprocessing.process.BaseProcess = executor._processes[pid]
     return process
+
+
+def _explain_start_failure(index: int, exc: Exception) -> str:
+    if "bootstrapping phase" in str(exc):
+        # spawn and forkserver import the main module again in each worker.
+        return (
+            f"worker {index} could not start: the main module starts an engine when it is "
+            'imported. Put the program\'s entry point under `if __name__ == "__main__":` '
+            "(spawn and forkserver workers import the main module)."
+        )
+    return f"worker {index} failed to start: {exc!r}"

@@ -23,7 +23,13 @@ class WorkerStats:
 
 @dataclass(frozen=True)
 class EngineStats:
-    """A snapshot of an engine; task times are measured inside the workers, in seconds."""
+    """A snapshot of an engine.
+
+    Counts are of calls (a chunk of ``map`` counts once per call), except ``round_trips``
+    (batches sent to workers) and ``worker_restarts`` (replacements begun: after a crash,
+    a timeout, a cancellation or ``max_tasks_per_child``). ``workers`` counts live workers;
+    task times are measured inside the workers, in seconds.
+    """
 
     workers: int
     busy: int

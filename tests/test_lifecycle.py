@@ -130,3 +130,17 @@ async def test_no_orphan_workers_when_the_parent_is_signalled(tmp_path, sig: int
         parent.wait()
         assert parent.stdout is not None
         parent.stdout.close()
+
+
+async def test_no_shared_memory_is_left_behind(make_engine) -> None:
+    engine = await make_engine(workers=2)
+    with pytest.raises(hybrid.WorkerCrashed):
+        await engine.run(tasks.exit_now, 1)
+    with pytest.raises(hybrid.TaskTimeout):
+        await engine.run(tasks.sleep_then, 10, timeout=0.1)
+    assert [y async for y in engine.map(tasks.square, range(5000))][-1] == 4999**2
+    await engine.close()
+    leftovers = [
+        name for name in os.listdir("/dev/shm") if name.startswith(f"hybrid-{os.getpid()}-")
+    ]
+    assert leftovers == []
