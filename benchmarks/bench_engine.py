@@ -22,7 +22,6 @@ from pathlib import Path
 import hybrid
 from benchmarks import work
 
-
 TIMEOUT_S = 0.05  # timeout of the doomed task in the recovery benchmark
 
 

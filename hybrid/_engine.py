@@ -236,7 +236,8 @@ class Engine:
         if self._pool is None:
             await self.start()
         pool = self._require_pool()
-        await pool.reserve(block)
+        if pool.must_wait_for_room():
+            await pool.reserve(block)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             raise RuntimeError("this engine belongs to another event loop")

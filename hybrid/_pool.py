@@ -21,7 +21,7 @@ from ._errors import (
     WorkerStartError,
 )
 from ._outcome import Outcome, failed, read_record, rebuild_error
-from ._slot import Slot
+from ._slot import PIPELINE_DEPTH, Slot
 from ._stats import Counters, EngineStats, WorkerStats, percentile
 from ._task import Batch, Task, TaskState
 
@@ -87,6 +87,9 @@ class Pool:
 
     # Submission
 
+    def must_wait_for_room(self) -> bool:
+        return self.closing or (self.max_queued is not None and self.queued >= self.max_queued)
+
     async def reserve(self, block: bool) -> None:
         """Wait until the queue has room for one more task (or raise Overloaded)."""
         while self.max_queued is not None and self.queued >= self.max_queued:
@@ -143,6 +146,8 @@ class Pool:
 
     def dispatch(self) -> None:
         """Send queued tasks to workers that can take them."""
+        if not any(len(slot.in_flight) < PIPELINE_DEPTH and slot.alive for slot in self.slots):
+            return
         while self.queued:
             head = self._head()
             estimate_s = self.times.estimate(head.fn_key)
@@ -285,6 +290,10 @@ class Pool:
     def _settle_calls(self, task: Task, outcomes: list[Outcome]) -> None:
         if not outcomes:
             return
+        if len(outcomes) == 1 and outcomes[0] is not None:
+            self._count_one(task, outcomes[0])
+            self._record_outcomes(task, outcomes)
+            return
         ran = [outcome for outcome in outcomes if outcome is not None]
         if ran:
             elapsed = [outcome[1] for outcome in ran]
@@ -299,6 +308,19 @@ class Pool:
                 task.batch.slot.busy_s += total_s
                 task.batch.slot.tasks_done += len(ran)
         self._record_outcomes(task, outcomes)
+
+    def _count_one(self, task: Task, outcome: tuple[bool, float, Any]) -> None:
+        ok, elapsed_s, _ = outcome
+        counters = self.counters
+        counters.durations_s.append(elapsed_s)
+        if ok:
+            counters.completed += 1
+        else:
+            counters.failed += 1
+        self.times.observe(task.fn_key, elapsed_s)
+        if task.batch is not None:
+            task.batch.slot.busy_s += elapsed_s
+            task.batch.slot.tasks_done += 1
 
     def _record_outcomes(self, task: Task, outcomes: list[Outcome]) -> None:
         """Hand settled calls to whoever waits for them."""

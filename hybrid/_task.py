@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import pickle
+import types
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,8 +68,7 @@ class Task:
         key: Hashable | None = None,
     ) -> None:
         self.fn = fn
-        self.fn_key = function_key(fn)
-        self.name = function_name(fn)
+        self.fn_key, self.name = describe(fn)
         self.payload = encode_calls(fn, calls)
         self.calls = calls if chunk else None
         self.outcomes: list[Outcome] | None = [None] * len(calls) if chunk else None
@@ -121,6 +121,26 @@ class Batch:
                 return offset
             offset += other.n_calls
         raise ValueError(f"{task!r} is not in this batch")
+
+
+def describe(fn: Callable[..., Any]) -> tuple[Hashable, str]:
+    """The function's timing key and display name, cached for plain functions.
+
+    Only module-level functions are remembered: a ``partial`` may carry large arguments
+    that must not be kept alive here.
+    """
+    if type(fn) is not types.FunctionType:
+        return function_key(fn), function_name(fn)
+    description = _described.get(fn)
+    if description is None:
+        if len(_described) >= _DESCRIBED_MAX:
+            _described.clear()
+        description = _described[fn] = function_key(fn), function_name(fn)
+    return description
+
+
+_DESCRIBED_MAX = 4096  # functions remembered by describe()
+_described: dict[Callable[..., Any], tuple[Hashable, str]] = {}
 
 
 def function_key(fn: Callable[..., Any]) -> Hashable:
