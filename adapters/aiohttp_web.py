@@ -1,0 +1,299 @@
+"""hybrid inside an aiohttp web app: one-line setup and a handler helper for CPU-bound calls.
+
+::
+
+    from aiohttp import web
+    from adapters import aiohttp_web
+
+    async def render(request: web.Request) -> web.Response:
+        page = await aiohttp_web.offload(request, render_page, request.match_info["id"])
+        return web.Response(text=page)
+
+    app = web.Application()
+    aiohttp_web.setup(app, workers=4, max_queued=256, metrics=True)
+
+:func:`setup` starts the engine (and a loop-lag watch, and optionally worker log
+forwarding and ``/metrics``) when the app starts and closes them on cleanup.
+:func:`offload` runs a call in a worker and turns the engine's errors into HTTP answers:
+:class:`~hybrid.TaskTimeout` -> 504, :class:`~hybrid.Overloaded` and
+:class:`~hybrid.EngineClosed` -> 503 with ``Retry-After``, :class:`~hybrid.WorkerCrashed`
+-> 500. When the client disconnects, the task is cancelled and its worker freed (a queued
+task is dropped; a running one's worker is killed and replaced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
+
+from aiohttp import web
+
+import hybrid
+from hybrid.lag import LoopLagWatch
+from hybrid.logs import LogForwarding, call_with_task_id, install_worker_logging
+
+if TYPE_CHECKING:
+    from .prometheus import EngineMetrics
+
+R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
+
+DISCONNECT_POLL_S = 0.1  # how often a waiting handler checks that its client is still there
+MAX_RETRY_AFTER_S = 60  # cap on the Retry-After hint of a 503
+
+
+class TaskObserver(Protocol):
+    """Told about every call :func:`offload` makes (``adapters.prometheus`` implements it).
+
+    ``outcome`` is one of ``completed``, ``failed``, ``crashed``, ``timed_out``,
+    ``cancelled``, ``rejected``. Times are in seconds; None where the task never ran.
+    """
+
+    def task_submitted(self, function: str) -> None: ...
+
+    def task_finished(
+        self, function: str, outcome: str, queue_wait_s: float | None, run_s: float | None
+    ) -> None: ...
+
+
+class ClientClosedRequest(web.HTTPClientError):
+    """The client went away before the answer was ready (nginx's 499, for access logs)."""
+
+    status_code = 499
+
+
+ENGINE_KEY = web.AppKey("hybrid_engine", hybrid.Engine)
+OBSERVER_KEY = web.AppKey("hybrid_task_observer", TaskObserver)
+LAG_WATCH_KEY = web.AppKey("hybrid_lag_watch", LoopLagWatch)
+METRICS_KEY: web.AppKey[EngineMetrics] = web.AppKey("hybrid_metrics")
+
+
+def setup(
+    app: web.Application,
+    *,
+    metrics: bool = False,
+    metrics_path: str = "/metrics",
+    watch_lag: bool = True,
+    forward_logs: bool = False,
+    pool: str = "default",
+    **engine_options: Any,
+) -> None:
+    """Run an engine for the app's lifetime: started on startup, closed on cleanup.
+
+    Args:
+        app: the application, before it starts.
+        metrics: serve Prometheus metrics at ``metrics_path`` (needs the ``metrics``
+            extra: ``pip install 'hybrid[metrics]'``).
+        watch_lag: measure the loop's lag and warn when something blocks it.
+        forward_logs: send workers' log records to this process's loggers
+            (uses the engine's ``initializer``; it cannot be combined with one).
+        pool: the ``pool`` label of this engine's metrics.
+        engine_options: passed to :class:`hybrid.Engine` (``workers``, ``max_queued``, ...).
+
+    The engine is ``app[ENGINE_KEY]`` once the app has started; closing waits for
+    running tasks to finish.
+    """
+    if forward_logs and engine_options.get("initializer") is not None:
+        raise ValueError("forward_logs uses the engine's initializer; pass one or the other")
+    if metrics:
+        from . import prometheus  # noqa: F401  (fail now, naming the extra, if it is missing)
+
+        app.router.add_get(metrics_path, metrics_handler)
+    app.cleanup_ctx.append(
+        lambda app: _engine_life(app, metrics, watch_lag, forward_logs, pool, engine_options)
+    )
+
+
+async def _engine_life(
+    app: web.Application,
+    metrics: bool,
+    watch_lag: bool,
+    forward_logs: bool,
+    pool: str,
+    engine_options: dict[str, Any],
+) -> AsyncIterator[None]:
+    forwarding = LogForwarding() if forward_logs else None
+    if forwarding is not None:
+        forwarding.start()
+        engine_options = {
+            **engine_options,
+            "initializer": install_worker_logging,
+            "initargs": forwarding.initargs,
+        }
+    watch = LoopLagWatch() if watch_lag else None
+    engine = hybrid.Engine(**engine_options)
+    try:
+        await engine.start()
+        app[ENGINE_KEY] = engine
+        if watch is not None:
+            watch.start()
+            app[LAG_WATCH_KEY] = watch
+        if metrics:
+            from .prometheus import EngineMetrics
+
+            app[METRICS_KEY] = EngineMetrics(engine, pool=pool, lag_watch=watch)
+            app[OBSERVER_KEY] = app[METRICS_KEY]
+        yield
+    finally:
+        await engine.close()
+        if watch is not None:
+            await watch.stop()
+        if forwarding is not None:
+            await asyncio.to_thread(forwarding.stop)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Serve the app's engine metrics in Prometheus' text format."""
+    from .prometheus import CONTENT_TYPE
+
+    metrics = request.app.get(METRICS_KEY)
+    if metrics is None:
+        raise web.HTTPServiceUnavailable(text="the engine has not started")
+    response = web.Response(body=metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+def get_engine(app: web.Application) -> hybrid.Engine:
+    """The app's engine; raises :class:`hybrid.EngineClosed` before startup."""
+    engine = app.get(ENGINE_KEY)
+    if engine is None:
+        raise hybrid.EngineClosed("the app has not started (or aiohttp_web.setup was not called)")
+    return engine
+
+
+async def offload(
+    request: web.Request,
+    fn: Callable[[*Ts], R],
+    *args: *Ts,
+    timeout: float | None = None,
+    block: bool = False,
+    task_id: str | None = None,
+) -> R:
+    """Run ``fn(*args)`` in one of the app's workers and return its result.
+
+    Args:
+        request: the request being answered; if its client disconnects, the task is
+            cancelled.
+        timeout: seconds the call may run in its worker; past it the answer is 504.
+        block: when the engine's queue is full (``max_queued``), wait for room instead
+            of answering 503 at once.
+        task_id: tag the worker's log records for this call with this id.
+
+    Raises:
+        web.HTTPGatewayTimeout: the call timed out (its worker was replaced).
+        web.HTTPServiceUnavailable: the queue is full or the engine is closing, with a
+            ``Retry-After`` header.
+        web.HTTPInternalServerError: the worker died running the call.
+        ClientClosedRequest: the client disconnected; the task was cancelled.
+        The call's own exception, unchanged.
+
+    Cancellation: cancelling the handler cancels the task and frees its worker.
+    """
+    app = request.app
+    engine = get_engine(app)
+    observer = app.get(OBSERVER_KEY)
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    call: tuple[Callable[..., Any], tuple[Any, ...]] = (
+        (fn, args) if task_id is None else (call_with_task_id, (task_id, fn, *args))
+    )
+    if observer is not None:
+        observer.task_submitted(name)
+    try:
+        task = await engine.submit(call[0], call[1], timeout=timeout, block=block)
+    except (hybrid.Overloaded, hybrid.EngineClosed) as exc:
+        _tell(observer, name, "rejected", None, None)
+        raise _unavailable(engine, exc) from exc
+    watch = _DisconnectWatch(request, lambda: engine.cancel(task))
+    outcome = "failed"
+    try:
+        result: R = await task.future
+        outcome = "completed"
+        return result
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        engine.cancel(task)
+        if watch.client_gone:
+            raise ClientClosedRequest(text="client closed the request") from None
+        raise
+    except hybrid.TaskTimeout as exc:
+        outcome = "timed_out"
+        raise web.HTTPGatewayTimeout(text=str(exc)) from exc
+    except hybrid.WorkerCrashed as exc:
+        outcome = "crashed"
+        raise web.HTTPInternalServerError(text="the worker died running the request") from exc
+    except hybrid.EngineClosed as exc:
+        raise _unavailable(engine, exc) from exc
+    finally:
+        watch.stop()
+        _tell(observer, name, outcome, *_task_times(task))
+
+
+def _tell(
+    observer: TaskObserver | None,
+    name: str,
+    outcome: str,
+    queue_wait_s: float | None,
+    run_s: float | None,
+) -> None:
+    if observer is not None:
+        observer.task_finished(name, outcome, queue_wait_s, run_s)
+
+
+def _task_times(task: Any) -> tuple[float | None, float | None]:
+    """Queue wait and run time (as the parent saw them) of a task's last attempt."""
+    batch = task.batch
+    if batch is None:
+        return None, None
+    now = asyncio.get_running_loop().time()
+    return max(0.0, batch.started_at - task.submitted_at), max(0.0, now - batch.started_at)
+
+
+def _unavailable(engine: hybrid.Engine, exc: hybrid.HybridError) -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(
+        text=str(exc), headers={"Retry-After": str(retry_after_s(engine))}
+    )
+
+
+def retry_after_s(engine: hybrid.Engine) -> int:
+    """Whole seconds until the queue has probably drained: queued x median task time / workers."""
+    try:
+        stats = engine.stats()
+    except hybrid.EngineClosed:
+        return MAX_RETRY_AFTER_S
+    task_s = stats.task_p50_s or 0.0
+    drain_s = stats.queued * task_s / max(1, stats.workers)
+    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(drain_s)))
+
+
+class _DisconnectWatch:
+    """Calls ``on_gone`` once if the request's connection closes.
+
+    aiohttp no longer cancels handlers when their client disconnects (unless the app
+    runs with ``handler_cancellation=True``), so a waiting handler checks for itself.
+    """
+
+    def __init__(self, request: web.Request, on_gone: Callable[[], None]) -> None:
+        self.client_gone = False
+        self._request = request
+        self._on_gone = on_gone
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(
+            DISCONNECT_POLL_S, self._check
+        )
+
+    def _check(self) -> None:
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            self.client_gone = True
+            self._handle = None
+            self._on_gone()
+        else:
+            self._handle = self._loop.call_later(DISCONNECT_POLL_S, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

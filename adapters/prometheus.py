@@ -1,0 +1,236 @@
+"""Prometheus metrics for an engine, its tasks and its event loop (``prometheus_client``).
+
+Engine-wide figures are read from :meth:`hybrid.Engine.stats` when Prometheus scrapes, so
+they cost nothing between scrapes. Per-function figures are recorded by
+:func:`adapters.aiohttp_web.offload` (through :class:`EngineMetrics`, a
+``TaskObserver``). Every series has a ``pool`` label naming the engine.
+
+=========================================  =========  ======================================
+name                                       type       labels
+=========================================  =========  ======================================
+hybrid_tasks_{submitted,completed,failed,  counter    pool, function (calls made by offload)
+crashed,timed_out,cancelled,rejected}_total
+hybrid_task_queue_wait_seconds             histogram  pool, function
+hybrid_task_run_seconds                    histogram  pool, function (round trip, parent clock)
+hybrid_engine_tasks_{submitted,completed,  counter    pool (every task of the engine)
+failed,crashed,timed_out,cancelled}_total
+hybrid_engine_round_trips_total            counter    pool
+hybrid_engine_task_seconds                 gauge      pool, quantile (in-worker run time)
+hybrid_tasks_queued                        gauge      pool
+hybrid_workers / hybrid_workers_busy       gauge      pool
+hybrid_worker_restarts_total               counter    pool
+hybrid_worker_info                         gauge      pool, worker, pid (always 1)
+hybrid_worker_busy                         gauge      pool, worker
+hybrid_worker_tasks_total                  counter    pool, worker
+hybrid_worker_busy_seconds_total           counter    pool, worker
+hybrid_worker_resident_memory_bytes        gauge      pool, worker (Linux)
+hybrid_loop_lag_seconds                    gauge      pool (last measurement)
+hybrid_loop_lag_max_seconds                gauge      pool (largest in the watch's window)
+hybrid_loop_stalls_total                   counter    pool (lags past the warning threshold)
+hybrid_metrics_start_time_seconds          gauge      pool (unix time)
+=========================================  =========  ======================================
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hybrid
+from hybrid.lag import LoopLagWatch
+
+try:
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "adapters.prometheus needs prometheus_client: pip install 'hybrid[metrics]'",
+        name=exc.name,
+    ) from exc
+
+OUTCOMES = ("completed", "failed", "crashed", "timed_out", "cancelled", "rejected")
+# Buckets in seconds: from a queue hop (1 ms) to work that should have a timeout (1 min).
+TIME_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # media type of EngineMetrics.render()
+PAGE_SIZE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class EngineMetrics:
+    """One engine's metrics in a registry: per-call counters and histograms, plus a
+    collector that reads the engine's stats and the loop-lag watch at scrape time.
+
+    Args:
+        engine: the engine to describe.
+        registry: where to register; a fresh registry by default (pass
+            ``prometheus_client.REGISTRY`` to share the process-wide one).
+        pool: the ``pool`` label's value.
+        lag_watch: the loop-lag watch whose figures to export, if any.
+    """
+
+    def __init__(
+        self,
+        engine: hybrid.Engine,
+        *,
+        registry: CollectorRegistry | None = None,
+        pool: str = "default",
+        lag_watch: LoopLagWatch | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.pool = pool
+        labels = ("pool", "function")
+        self._submitted = Counter(
+            "hybrid_tasks_submitted", "Calls submitted.", labels, registry=self.registry
+        )
+        self._outcomes = {
+            outcome: Counter(
+                f"hybrid_tasks_{outcome}",
+                f"Calls that ended {outcome.replace('_', ' ')}.",
+                labels,
+                registry=self.registry,
+            )
+            for outcome in OUTCOMES
+        }
+        self._queue_wait = Histogram(
+            "hybrid_task_queue_wait_seconds",
+            "Time calls waited for a worker.",
+            labels,
+            buckets=TIME_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._run = Histogram(
+            "hybrid_task_run_seconds",
+            "Time from dispatch to result, as the parent saw it.",
+            labels,
+            buckets=TIME_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.registry.register(_EngineCollector(engine, pool, lag_watch))
+
+    def task_submitted(self, function: str) -> None:
+        self._submitted.labels(self.pool, function).inc()
+
+    def task_finished(
+        self, function: str, outcome: str, queue_wait_s: float | None, run_s: float | None
+    ) -> None:
+        self._outcomes[outcome].labels(self.pool, function).inc()
+        if queue_wait_s is not None:
+            self._queue_wait.labels(self.pool, function).observe(queue_wait_s)
+        if run_s is not None:
+            self._run.labels(self.pool, function).observe(run_s)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus' text format (its media type is :data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engine: hybrid.Engine, pool: str, lag_watch: LoopLagWatch | None) -> None:
+        self._engine = engine
+        self._pool = pool
+        self._lag_watch = lag_watch
+        self._started_at = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self._pool
+        yield _gauge(
+            "hybrid_metrics_start_time_seconds", "When metrics began.", self._started_at, pool
+        )
+        try:
+            stats = self._engine.stats()
+        except hybrid.EngineClosed:
+            return
+        yield from _engine_families(stats, pool)
+        yield from _worker_families(stats, pool)
+        if self._lag_watch is not None:
+            yield from _lag_families(self._lag_watch, pool)
+
+
+def _engine_families(stats: hybrid.EngineStats, pool: str) -> Iterator[Metric]:
+    for outcome in ("submitted", "completed", "failed", "crashed", "timed_out", "cancelled"):
+        yield _counter(
+            f"hybrid_engine_tasks_{outcome}",
+            f"Engine tasks {outcome}.",
+            getattr(stats, outcome),
+            pool,
+        )
+    yield _counter("hybrid_engine_round_trips", "Batches sent to workers.", stats.round_trips, pool)
+    yield _counter("hybrid_worker_restarts", "Workers replaced.", stats.worker_restarts, pool)
+    yield _gauge("hybrid_tasks_queued", "Tasks waiting for a worker.", stats.queued, pool)
+    yield _gauge("hybrid_workers", "Live worker processes.", stats.workers, pool)
+    yield _gauge("hybrid_workers_busy", "Workers running a task.", stats.busy, pool)
+    quantiles = GaugeMetricFamily(
+        "hybrid_engine_task_seconds",
+        "Recent task run time inside the workers, by quantile.",
+        labels=["pool", "quantile"],
+    )
+    for quantile, value in (("0.5", stats.task_p50_s), ("0.95", stats.task_p95_s),
+                            ("0.99", stats.task_p99_s)):  # fmt: skip
+        if value is not None:
+            quantiles.add_metric([pool, quantile], value)
+    yield quantiles
+
+
+def _worker_families(stats: hybrid.EngineStats, pool: str) -> Iterator[Metric]:
+    labels = ["pool", "worker"]
+    info = GaugeMetricFamily(
+        "hybrid_worker_info", "A worker slot's process.", labels=[*labels, "pid"]
+    )
+    busy = GaugeMetricFamily("hybrid_worker_busy", "1 while the worker runs a task.", labels=labels)
+    tasks = CounterMetricFamily("hybrid_worker_tasks", "Tasks the slot ran.", labels=labels)
+    busy_s = CounterMetricFamily(
+        "hybrid_worker_busy_seconds", "Time spent on tasks.", labels=labels
+    )
+    rss = GaugeMetricFamily(
+        "hybrid_worker_resident_memory_bytes", "Resident memory of the worker.", labels=labels
+    )
+    for worker in stats.per_worker:
+        slot = [pool, str(worker.index)]
+        info.add_metric([*slot, str(worker.pid or "")], 1.0 if worker.alive else 0.0)
+        busy.add_metric(slot, 1.0 if worker.busy else 0.0)
+        tasks.add_metric(slot, worker.tasks)
+        busy_s.add_metric(slot, worker.busy_s)
+        resident = resident_bytes(worker.pid)
+        if resident is not None:
+            rss.add_metric(slot, resident)
+    yield from (info, busy, tasks, busy_s, rss)
+
+
+def _lag_families(watch: LoopLagWatch, pool: str) -> Iterator[Metric]:
+    yield _gauge("hybrid_loop_lag_seconds", "Event loop lag, last measurement.", watch.lag_s, pool)
+    yield _gauge(
+        "hybrid_loop_lag_max_seconds",
+        "Largest loop lag in the watch's window.",
+        watch.max_lag_s,
+        pool,
+    )
+    yield _counter("hybrid_loop_stalls", "Times the loop was blocked past the threshold.",
+                   watch.stalls, pool)  # fmt: skip
+
+
+def _gauge(name: str, documentation: str, value: float, pool: str) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["pool"])
+    family.add_metric([pool], value)
+    return family
+
+
+def _counter(name: str, documentation: str, value: float, pool: str) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["pool"])
+    family.add_metric([pool], value)
+    return family
+
+
+def resident_bytes(pid: int | None) -> int | None:
+    """A process's resident memory from /proc (Linux); None where it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * PAGE_SIZE_BYTES

@@ -1,0 +1,199 @@
+"""``hybrid top``: a running engine's workers, queue, throughput and latencies, live.
+
+Reads the engine's Prometheus endpoint (see ``adapters.prometheus``) and redraws in place
+with rich::
+
+    hybrid top http://127.0.0.1:8080/metrics            # refresh every second
+    hybrid top http://127.0.0.1:8080/metrics --once     # print one view and exit
+
+Throughput is the completed-task rate between two scrapes (``--once`` takes two scrapes
+``--interval`` apart). Peers appear when the endpoint exports ``hybrid_peer_*`` series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "hybrid top needs prometheus_client: pip install 'hybrid[monitor]'", name=exc.name
+    ) from exc
+
+DEFAULT_URL = "http://127.0.0.1:8080/metrics"
+FETCH_TIMEOUT_S = 5.0
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Scrape:
+    """One scrape of a metrics endpoint: sample values by name, then by label set."""
+
+    taken_at: float
+    values: dict[str, dict[Labels, float]] = field(default_factory=lambda: defaultdict(dict))
+
+    def total(self, name: str) -> float:
+        return sum(self.values.get(name, {}).values())
+
+    def first(self, name: str) -> float | None:
+        """The value of a single-series metric, or None when the endpoint lacks it."""
+        return next(iter(self.values.get(name, {}).values()), None)
+
+    def by(self, name: str, label: str) -> dict[str, float]:
+        """The samples of ``name`` keyed by one label's value (summed over the others)."""
+        found: dict[str, float] = defaultdict(float)
+        for labels, value in self.values.get(name, {}).items():
+            found[dict(labels).get(label, "")] += value
+        return dict(found)
+
+
+def scrape(url: str) -> Scrape:
+    """Fetch and parse the endpoint."""
+    with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:
+        text = response.read().decode()
+    result = Scrape(taken_at=time.monotonic())
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            result.values[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return result
+
+
+def render(now: Scrape, before: Scrape | None, url: str) -> Group:
+    """The whole view: a summary line, the workers, the task functions and the peers."""
+    return Group(
+        _summary(now, before, url), _workers_table(now), _functions_table(now), _peers(now)
+    )
+
+
+def _summary(now: Scrape, before: Scrape | None, url: str) -> Text:
+    completed = now.total("hybrid_engine_tasks_completed_total")
+    rate = "n/a"
+    if before is not None and now.taken_at > before.taken_at:
+        delta = completed - before.total("hybrid_engine_tasks_completed_total")
+        rate = f"{delta / (now.taken_at - before.taken_at):.1f}/s"
+    p50, p99 = (now.by("hybrid_engine_task_seconds", "quantile").get(q) for q in ("0.5", "0.99"))
+    lines = [
+        f"hybrid top  {url}",
+        f"workers {now.total('hybrid_workers'):.0f} (busy {now.total('hybrid_workers_busy'):.0f})"
+        f"  queued {now.total('hybrid_tasks_queued'):.0f}"
+        f"  restarts {now.total('hybrid_worker_restarts_total'):.0f}",
+        f"completed {completed:.0f}  failed {now.total('hybrid_engine_tasks_failed_total'):.0f}"
+        f"  crashed {now.total('hybrid_engine_tasks_crashed_total'):.0f}"
+        f"  timed out {now.total('hybrid_engine_tasks_timed_out_total'):.0f}"
+        f"  throughput {rate}",
+        f"task time p50 {_ms(p50)}  p99 {_ms(p99)}"
+        f"  loop lag {_ms(now.first('hybrid_loop_lag_seconds'))}"
+        f" (max {_ms(now.first('hybrid_loop_lag_max_seconds'))})",
+    ]
+    return Text("\n".join(lines))
+
+
+def _workers_table(now: Scrape) -> Table:
+    table = Table(title="workers", title_justify="left")
+    for column in ("slot", "pid", "state", "tasks", "busy s", "RSS MiB"):
+        table.add_column(column, justify="right")
+    busy = now.by("hybrid_worker_busy", "worker")
+    tasks = now.by("hybrid_worker_tasks_total", "worker")
+    busy_s = now.by("hybrid_worker_busy_seconds_total", "worker")
+    rss = now.by("hybrid_worker_resident_memory_bytes", "worker")
+    for labels, alive in sorted(now.values.get("hybrid_worker_info", {}).items()):
+        info = dict(labels)
+        slot = info.get("worker", "")
+        state = "dead" if not alive else "busy" if busy.get(slot) else "idle"
+        table.add_row(
+            slot,
+            info.get("pid", ""),
+            state,
+            f"{tasks.get(slot, 0):.0f}",
+            f"{busy_s.get(slot, 0):.1f}",
+            f"{rss[slot] / 2**20:.0f}" if slot in rss else "-",
+        )
+    return table
+
+
+def _functions_table(now: Scrape) -> Table:
+    table = Table(title="tasks by function", title_justify="left")
+    for column in ("function", "submitted", "completed", "failed", "mean wait ms", "mean run ms"):
+        table.add_column(column, justify="right")
+    submitted = now.by("hybrid_tasks_submitted_total", "function")
+    completed = now.by("hybrid_tasks_completed_total", "function")
+    failed = now.by("hybrid_tasks_failed_total", "function")
+    for function in sorted(submitted):
+        table.add_row(
+            function,
+            f"{submitted[function]:.0f}",
+            f"{completed.get(function, 0):.0f}",
+            f"{failed.get(function, 0):.0f}",
+            _mean_ms(now, "hybrid_task_queue_wait_seconds", function),
+            _mean_ms(now, "hybrid_task_run_seconds", function),
+        )
+    return table
+
+
+def _peers(now: Scrape) -> Text:
+    peers = sorted(
+        {
+            dict(labels).get("peer", "")
+            for name, samples in now.values.items()
+            if name.startswith("hybrid_peer_")
+            for labels in samples
+        }
+    )
+    return Text(f"peers: {', '.join(peers) if peers else 'none reported'}")
+
+
+def _mean_ms(now: Scrape, histogram: str, function: str) -> str:
+    count = now.by(f"{histogram}_count", "function").get(function, 0.0)
+    total = now.by(f"{histogram}_sum", "function").get(function, 0.0)
+    return f"{1000 * total / count:.1f}" if count else "-"
+
+
+def _ms(value_s: float | None) -> str:
+    return "-" if value_s is None else f"{1000 * value_s:.1f} ms"
+
+
+def top_command(argv: list[str]) -> int:
+    """``hybrid top [URL] [--interval S] [--once]``; returns the process exit status."""
+    parser = argparse.ArgumentParser(
+        prog="hybrid top", description="Live view of a hybrid engine's metrics endpoint."
+    )
+    parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"default: {DEFAULT_URL}")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    parser.add_argument("--once", action="store_true", help="print one view and exit")
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        if args.once:
+            before = scrape(args.url)
+            time.sleep(args.interval)
+            console.print(render(scrape(args.url), before, args.url))
+            return 0
+        _watch(console, args.url, args.interval)
+    except (urllib.error.URLError, OSError) as exc:
+        console.print(f"hybrid top: cannot read {args.url}: {exc}", style="red")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _watch(console: Console, url: str, interval_s: float) -> None:
+    before = scrape(url)
+    with Live(render(before, None, url), console=console, auto_refresh=False) as live:
+        while True:
+            time.sleep(interval_s)
+            now = scrape(url)
+            live.update(render(now, before, url), refresh=True)
+            before = now

@@ -1,0 +1,99 @@
+"""Workers' log records reach the parent's loggers, tagged with worker pid and task id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import hybrid
+from hybrid.logs import LogForwarding, call_with_task_id, install_worker_logging
+from tests.helpers import worker_pids
+from tests.ops import worker_tasks
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def collected() -> Iterator[Collect]:
+    """Records that reach the parent's ``tests.ops.worker`` logger."""
+    handler = Collect()
+    target = logging.getLogger("tests.ops.worker")
+    target.addHandler(handler)
+    target.setLevel(logging.DEBUG)
+    yield handler
+    target.removeHandler(handler)
+    target.setLevel(logging.NOTSET)
+
+
+@pytest.fixture
+def forwarding() -> Iterator[LogForwarding]:
+    with LogForwarding(level=logging.DEBUG) as forwarding:
+        yield forwarding
+
+
+async def wait_for_records(handler: Collect, count: int, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while len(handler.records) < count:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_crashing_workers_last_record_reaches_the_parent(
+    make_engine: Callable[..., Any], forwarding: LogForwarding, collected: Collect
+) -> None:
+    engine = await make_engine(
+        workers=1, initializer=install_worker_logging, initargs=forwarding.initargs
+    )
+    (pid,) = worker_pids(engine)
+    with pytest.raises(hybrid.WorkerCrashed):
+        await engine.run(worker_tasks.log_then_crash, "about to die")
+    await wait_for_records(collected, 1)
+    (record,) = collected.records
+    assert record.getMessage() == "about to die"
+    assert record.levelno == logging.WARNING
+    assert record.worker_pid == pid  # type: ignore[attr-defined]
+
+
+async def test_records_carry_the_task_id_the_caller_gave(
+    make_engine: Callable[..., Any], forwarding: LogForwarding, collected: Collect
+) -> None:
+    engine = await make_engine(
+        workers=2, initializer=install_worker_logging, initargs=forwarding.initargs
+    )
+    tagged_pid = await engine.run(call_with_task_id, "order-17", worker_tasks.log_lines, 3)
+    await engine.run(worker_tasks.log_lines, 2)
+    await wait_for_records(collected, 5)
+    by_task: dict[object, list[str]] = {}
+    for record in collected.records:
+        by_task.setdefault(record.task_id, []).append(record.getMessage())  # type: ignore[attr-defined]
+    assert by_task == {
+        "order-17": ["line 1 of 3", "line 2 of 3", "line 3 of 3"],
+        None: ["line 1 of 2", "line 2 of 2"],
+    }
+    tagged = [record for record in collected.records if record.task_id == "order-17"]  # type: ignore[attr-defined]
+    assert {record.worker_pid for record in tagged} == {tagged_pid}  # type: ignore[attr-defined]
+    assert tagged_pid in worker_pids(engine)
+
+
+async def test_the_parents_level_decides_what_workers_send(
+    make_engine: Callable[..., Any], collected: Collect
+) -> None:
+    with LogForwarding(level=logging.WARNING) as forwarding:
+        engine = await make_engine(
+            workers=1, initializer=install_worker_logging, initargs=forwarding.initargs
+        )
+        await engine.run(worker_tasks.log_lines, 3)
+        with pytest.raises(hybrid.WorkerCrashed):
+            await engine.run(worker_tasks.log_then_crash, "warning passes")
+        await wait_for_records(collected, 1)
+    assert [record.getMessage() for record in collected.records] == ["warning passes"]

@@ -1,0 +1,120 @@
+"""hybrid inside an aiohttp app: life cycle, HTTP answers for engine errors, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import aiohttp
+from aiohttp import web
+
+from adapters import aiohttp_web
+from tests import tasks
+from tests.helpers import pid_alive, wait_for_full_strength, wait_until_gone, worker_pids
+from tests.ops.conftest import Serve
+
+
+async def pid_route(request: web.Request) -> web.Response:
+    return web.json_response(await aiohttp_web.offload(request, tasks.pid_of))
+
+
+async def sleep_route(request: web.Request) -> web.Response:
+    seconds = float(request.query["s"])
+    return web.json_response(await aiohttp_web.offload(request, tasks.sleep_and_pid, seconds))
+
+
+async def crash_route(request: web.Request) -> web.Response:
+    await aiohttp_web.offload(request, tasks.exit_now, 3)
+    return web.Response(text="unreachable")
+
+
+async def timeout_route(request: web.Request) -> web.Response:
+    await aiohttp_web.offload(request, tasks.sleep_then, 5.0, None, timeout=0.3)
+    return web.Response(text="unreachable")
+
+
+def make_app(**options: object) -> web.Application:
+    app = web.Application()
+    aiohttp_web.setup(app, **options)  # type: ignore[arg-type]
+    app.router.add_get("/pid", pid_route)
+    app.router.add_get("/sleep", sleep_route)
+    app.router.add_get("/crash", crash_route)
+    app.router.add_get("/timeout", timeout_route)
+    return app
+
+
+async def test_engine_starts_with_the_app_and_closes_with_it(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    app = make_app(workers=1)
+    server = await serve(app)
+    engine = aiohttp_web.get_engine(app)
+    async with http.get(server.make_url("/pid")) as response:
+        assert response.status == 200
+        pid = await response.json()
+    assert pid != os.getpid()
+    assert pid in worker_pids(engine)
+    await server.close()
+    assert engine.closed
+    await wait_until_gone([pid])
+
+
+async def test_engine_errors_become_http_answers(serve: Serve, http: aiohttp.ClientSession) -> None:
+    app = make_app(workers=1)
+    server = await serve(app)
+    engine = aiohttp_web.get_engine(app)
+    async with http.get(server.make_url("/timeout")) as response:
+        assert response.status == 504
+        assert "timeout" in await response.text()
+    await wait_for_full_strength(engine)
+    async with http.get(server.make_url("/crash")) as response:
+        assert response.status == 500
+    await wait_for_full_strength(engine)
+    stats = engine.stats()
+    assert (stats.timed_out, stats.crashed, stats.worker_restarts) == (1, 1, 2)
+    async with http.get(server.make_url("/pid")) as response:
+        assert response.status == 200
+
+
+async def test_a_full_queue_answers_503_with_retry_after(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    app = make_app(workers=1, max_queued=1)
+    server = await serve(app)
+    engine = aiohttp_web.get_engine(app)
+    running = asyncio.ensure_future(http.get(server.make_url("/sleep"), params={"s": "0.6"}))
+    async with asyncio.timeout(10):
+        while engine.stats().busy < 1:
+            await asyncio.sleep(0.01)
+    queued = asyncio.ensure_future(http.get(server.make_url("/sleep"), params={"s": "0"}))
+    async with asyncio.timeout(10):
+        while engine.stats().queued < 1:
+            await asyncio.sleep(0.01)
+    async with http.get(server.make_url("/pid")) as response:
+        assert response.status == 503
+        assert int(response.headers["Retry-After"]) >= 1
+    for request in (running, queued):
+        async with await request as response:
+            assert response.status == 200
+
+
+async def test_client_disconnect_cancels_the_task_and_frees_its_worker(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    app = make_app(workers=1)
+    server = await serve(app)
+    engine = aiohttp_web.get_engine(app)
+    (busy_pid,) = worker_pids(engine)
+    request = asyncio.ensure_future(http.get(server.make_url("/sleep"), params={"s": "60"}))
+    async with asyncio.timeout(10):
+        while engine.stats().busy < 1:
+            await asyncio.sleep(0.01)
+    request.cancel()  # the client gives up: aiohttp closes its connection
+    await wait_until_gone([busy_pid])
+    await wait_for_full_strength(engine)
+    stats = engine.stats()
+    assert (stats.cancelled, stats.busy, stats.crashed) == (1, 0, 0)
+    async with http.get(server.make_url("/pid")) as response:
+        new_pid = await response.json()
+    assert new_pid != busy_pid
+    assert pid_alive(new_pid)
