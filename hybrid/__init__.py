@@ -15,6 +15,7 @@ from ._errors import (
 from ._machine import usable_cpus
 from ._map import MapResults
 from ._runner import run
+from ._spec import PoolSpec
 from ._stats import EngineStats, WorkerStats
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "MapResults",
     "NotPicklable",
     "Overloaded",
+    "PoolSpec",
     "RemoteError",
     "RemoteTraceback",
     "TaskTimeout",

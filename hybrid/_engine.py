@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import sys
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -13,12 +13,15 @@ from ._errors import EngineClosed
 from ._machine import usable_cpus
 from ._map import MapResults
 from ._pool import Pool
+from ._spec import PoolSpec
 from ._stats import EngineStats
 from ._task import Task
 
 R = TypeVar("R")
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+
+DEFAULT_POOL = "default"
 
 
 def default_start_method() -> str:
@@ -44,6 +47,10 @@ class Engine:
             on Linux, spawn elsewhere.
         max_queued: tasks allowed to wait for a worker; beyond it, ``run`` waits for room
             (or raises :class:`Overloaded` with ``block=False``). None means no bound.
+        pools: more named pools beside ``"default"`` (which the arguments above
+            describe), each with its own size and limits: ``run(..., pool="parse")``.
+        **limits: the default pool's other :class:`PoolSpec` settings
+            (``max_rss_bytes``, ``memory_limit_bytes``, ``pin_cpus``, ``nice``).
     """
 
     def __init__(
@@ -55,34 +62,42 @@ class Engine:
         max_tasks_per_child: int | None = None,
         start_method: str | None = None,
         max_queued: int | None = None,
+        pools: Mapping[str, PoolSpec] | None = None,
+        **limits: Any,
     ) -> None:
-        self.workers = usable_cpus() if workers is None else _positive_int("workers", workers)
-        if max_tasks_per_child is not None:
-            _positive_int("max_tasks_per_child", max_tasks_per_child)
-        if max_queued is not None and (not isinstance(max_queued, int) or max_queued < 0):
-            raise ValueError(f"max_queued must be a whole number >= 0 or None, not {max_queued!r}")
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, not {initializer!r}")
+        default = PoolSpec(
+            workers=workers,
+            initializer=initializer,
+            initargs=tuple(initargs),
+            max_tasks_per_child=max_tasks_per_child,
+            max_queued=max_queued,
+            **limits,
+        )
+        self._specs: dict[str, PoolSpec] = {DEFAULT_POOL: default, **(pools or {})}
+        for name, spec in self._specs.items():
+            if not isinstance(spec, PoolSpec):
+                raise TypeError(f"pool {name!r} must be described by a PoolSpec, not {spec!r}")
+        self.workers = usable_cpus() if workers is None else workers
         self.start_method = start_method or default_start_method()
         if self.start_method not in multiprocessing.get_all_start_methods():
             methods = ", ".join(multiprocessing.get_all_start_methods())
             raise ValueError(f"start_method must be one of {methods}, not {start_method!r}")
-        self._initializer = initializer
-        self._initargs = tuple(initargs)
-        self._max_tasks_per_child = max_tasks_per_child
-        self._max_queued = max_queued
-        self._pool: Pool | None = None
+        self._pools: dict[str, Pool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "running" if self._pool else "not started"
+        state = "closed" if self.closed else "running" if self._pools else "not started"
         return f"<Engine workers={self.workers} start_method={self.start_method} {state}>"
 
     @property
     def closed(self) -> bool:
         return self._closing is not None
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        return tuple(self._specs)
 
     # Life cycle
 
@@ -97,16 +112,18 @@ class Engine:
 
     async def _start(self) -> None:
         context = multiprocessing.get_context(self.start_method)
-        pool = Pool(
-            self.workers,
-            context=context,
-            initializer=self._initializer,
-            initargs=self._initargs,
-            max_tasks_per_child=self._max_tasks_per_child,
-            max_queued=self._max_queued,
+        pools = {
+            name: Pool(name, spec, spec.workers or usable_cpus(), context)
+            for name, spec in self._specs.items()
+        }
+        results = await asyncio.gather(
+            *(pool.start() for pool in pools.values()), return_exceptions=True
         )
-        await pool.start()
-        self._pool = pool
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            await asyncio.gather(*(pool.close(cancel=True) for pool in pools.values()))
+            raise errors[0]
+        self._pools = pools
 
     async def close(self, *, cancel: bool = False) -> None:
         """Stop taking work, let running and queued tasks finish, and join every worker.
@@ -125,8 +142,7 @@ class Engine:
                 await self._starting
             except Exception:
                 return
-        if self._pool is not None:
-            await self._pool.close(cancel=cancel)
+        await asyncio.gather(*(pool.close(cancel=cancel) for pool in self._pools.values()))
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -150,6 +166,8 @@ class Engine:
         timeout: float | None = None,
         retries: int = 0,
         block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
     ) -> R:
         """Run ``fn(*args)`` in a worker process and return its result.
 
@@ -163,6 +181,9 @@ class Engine:
                 own exceptions are never retried.
             block: when the queue is full (``max_queued``), wait for room; with False,
                 raise :class:`Overloaded` at once.
+            pool: the named pool to run in.
+            key: tasks with the same key run on the same worker while it lives, so its
+                warm caches are reused; without a key, the least loaded worker runs it.
 
         Raises:
             The task's own exception, with the worker's traceback as ``__cause__``;
@@ -172,11 +193,13 @@ class Engine:
         Cancellation: a queued task is removed without running; a running one has its
         worker killed and replaced.
         """
-        task = await self.submit(fn, args, timeout=timeout, retries=retries, block=block)
+        task = await self.submit(
+            fn, args, timeout=timeout, retries=retries, block=block, pool=pool, key=key
+        )
         try:
             return await task.future  # type: ignore[no-any-return]
         except asyncio.CancelledError:
-            self._require_pool().cancel(task)
+            self._pool(pool).cancel(task)
             raise
 
     def map(
@@ -188,6 +211,7 @@ class Engine:
         timeout: float | None = None,
         retries: int = 0,
         window: int | None = None,
+        pool: str = DEFAULT_POOL,
     ) -> MapResults[R]:
         """Run ``fn`` over a sync or async iterable, yielding results as an async iterator.
 
@@ -199,9 +223,32 @@ class Engine:
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {fn!r}")
         _check_run_options(timeout, retries)
+        self._check_pool_name(pool)
         return MapResults(
-            self, fn, iterable, ordered=ordered, timeout=timeout, retries=retries, window=window
+            self,
+            fn,
+            iterable,
+            ordered=ordered,
+            timeout=timeout,
+            retries=retries,
+            window=window,
+            pool=pool,
         )
+
+    async def resize(self, workers: int, *, pool: str = DEFAULT_POOL) -> None:
+        """Grow or shrink a pool to ``workers`` processes.
+
+        Growing waits until the new workers serve. Shrinking lets the leaving workers
+        finish what they hold first: no task is lost, failed or run twice.
+        """
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers must be a whole number >= 1, not {workers!r}")
+        if self._closing is not None:
+            raise EngineClosed("the engine is closed")
+        await self.start()
+        await self._pool(pool).resize(workers)
+        if pool == DEFAULT_POOL:
+            self.workers = workers
 
     async def submit(
         self,
@@ -211,13 +258,22 @@ class Engine:
         timeout: float | None = None,
         retries: int = 0,
         block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
     ) -> Task:
         """Queue one call and return its task (used by ``run``, ``map`` and adapters)."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {fn!r}")
         _check_run_options(timeout, retries)
         return await self.submit_calls(
-            fn, [args], chunk=False, timeout=timeout, retries=retries, block=block
+            fn,
+            [args],
+            chunk=False,
+            timeout=timeout,
+            retries=retries,
+            block=block,
+            pool=pool,
+            key=key,
         )
 
     async def submit_calls(
@@ -229,15 +285,17 @@ class Engine:
         timeout: float | None = None,
         retries: int = 0,
         block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
     ) -> Task:
         """Queue calls of ``fn`` as one task; a chunk's future gets per-call outcomes."""
         if self._closing is not None:
             raise EngineClosed("the engine is closed")
-        if self._pool is None:
+        if not self._pools:
             await self.start()
-        pool = self._require_pool()
-        if pool.must_wait_for_room():
-            await pool.reserve(block)
+        target = self._pool(pool)
+        if target.must_wait_for_room():
+            await target.reserve(block)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             raise RuntimeError("this engine belongs to another event loop")
@@ -249,34 +307,38 @@ class Engine:
             timeout_s=timeout,
             retries=retries,
             submitted_at=loop.time(),
+            key=key,
+            pool=pool,
         )
-        pool.submit(task)
+        target.submit(task)
         return task
 
     def cancel(self, task: Task) -> None:
         """Withdraw a submitted task (it is removed if queued, its worker killed if running)."""
         if not task.future.done():
             task.future.cancel()
-        self._require_pool().cancel(task)
+        self._pool(task.pool).cancel(task)
 
-    def stats(self) -> EngineStats:
-        """A snapshot of the workers, the queue, the counters and task-time percentiles."""
-        return self._require_pool().stats()
+    def stats(self, pool: str = DEFAULT_POOL) -> EngineStats:
+        """A snapshot of a pool: workers, queue, counters and task-time percentiles."""
+        return self._pool(pool).stats()
 
-    def _require_pool(self) -> Pool:
-        if self._pool is None:
-            raise (
-                EngineClosed("the engine has not started")
-                if self._closing is None
-                else (EngineClosed("the engine is closed"))
-            )
-        return self._pool
+    def bound_worker(self, key: Hashable, *, pool: str = DEFAULT_POOL) -> int | None:
+        """The index of the worker that tasks with this key go to, once it is bound."""
+        return self._pool(pool).bound_worker(key)
 
+    def _pool(self, name: str) -> Pool:
+        self._check_pool_name(name)
+        try:
+            return self._pools[name]
+        except KeyError:
+            if self._closing is not None:
+                raise EngineClosed("the engine is closed") from None
+            raise EngineClosed("the engine has not started") from None
 
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
-    return value
+    def _check_pool_name(self, name: str) -> None:
+        if name not in self._specs:
+            raise ValueError(f"no pool named {name!r}; this engine has {', '.join(self._specs)}")
 
 
 def _check_run_options(timeout: float | None, retries: int) -> None:

@@ -40,17 +40,26 @@ class WorkerCrashed(HybridError):
         exitcode: the process's exit code, or ``-N`` when signal ``N`` killed it.
         pid: the worker's process id.
         attempts: how many times the task was run (1 plus the retries used).
+        reason: None when the worker died on its own; ``"hung"`` when the engine killed it
+            because it stopped responding (no heartbeat, no CPU progress).
     """
 
     def __init__(
-        self, task_name: str, exitcode: int | None, pid: int | None, attempts: int
+        self,
+        task_name: str,
+        exitcode: int | None,
+        pid: int | None,
+        attempts: int,
+        reason: str | None = None,
     ) -> None:
         self.task_name = task_name
         self.exitcode = exitcode
         self.pid = pid
         self.attempts = attempts
+        self.reason = reason
+        how = "was killed: it stopped responding" if reason == "hung" else "died"
         super().__init__(
-            f"worker {pid} died running {task_name} ({describe_exit(exitcode)}); "
+            f"worker {pid} {how} running {task_name} ({describe_exit(exitcode)}); "
             f"attempts: {attempts}"
         )
 

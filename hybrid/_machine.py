@@ -21,6 +21,14 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
+def usable_cpu_ids() -> list[int]:
+    """The ids of the CPUs this process may run on, in order (for pinning workers)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
 def cgroup_cpu_quota(
     root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")
 ) -> float | None:

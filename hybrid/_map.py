@@ -43,6 +43,7 @@ class MapResults(Generic[R]):
         timeout: float | None,
         retries: int,
         window: int | None,
+        pool: str,
     ) -> None:
         if window is not None and (not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be a whole number >= 1 or None, not {window!r}")
@@ -53,6 +54,7 @@ class MapResults(Generic[R]):
         self._timeout = timeout
         self._retries = retries
         self._window = window
+        self._pool_name = pool
         self._sync_source: Iterator[Any] | None = None
         self._async_source: AsyncIterator[Any] | None = None
         if isinstance(iterable, AsyncIterable):
@@ -141,7 +143,11 @@ class MapResults(Generic[R]):
         if isinstance(error, WorkerCrashed) and self._retries > 0:
             # The chunk ran it once; it gets its remaining retries on its own.
             return await self._engine.run(
-                self._fn, item, timeout=self._timeout, retries=self._retries - 1
+                self._fn,
+                item,
+                timeout=self._timeout,
+                retries=self._retries - 1,
+                pool=self._pool_name,
             )
         raise error
 
@@ -177,15 +183,17 @@ class MapResults(Generic[R]):
     def _window_size(self) -> int:
         if self._window is not None:
             return self._window
-        per_batch = self._chunk_size()
-        return max(
-            MIN_WINDOW * self._engine.workers, 2 * self._engine.workers * PIPELINE_DEPTH * per_batch
-        )
+        workers = self._workers()
+        return max(MIN_WINDOW * workers, 2 * workers * PIPELINE_DEPTH * self._chunk_size())
+
+    def _workers(self) -> int:
+        pool = self._engine._pools.get(self._pool_name)
+        return len(pool.slots) if pool is not None else self._engine.workers
 
     def _chunk_size(self) -> int:
         if self._timeout is not None:
             return 1
-        pool = self._engine._pool
+        pool = self._engine._pools.get(self._pool_name)
         estimate_s = pool.times.estimate(self._fn_key) if pool is not None else None
         if estimate_s is None or not _batching.is_batchable(estimate_s):
             return 1
@@ -243,10 +251,18 @@ class MapResults(Generic[R]):
     async def _submit(self, items: list[Any]) -> Task:
         if len(items) == 1:
             return await self._engine.submit(
-                self._fn, (items[0],), timeout=self._timeout, retries=self._retries
+                self._fn,
+                (items[0],),
+                timeout=self._timeout,
+                retries=self._retries,
+                pool=self._pool_name,
             )
         return await self._engine.submit_calls(
-            self._fn, [(item,) for item in items], chunk=True, timeout=self._timeout
+            self._fn,
+            [(item,) for item in items],
+            chunk=True,
+            timeout=self._timeout,
+            pool=self._pool_name,
         )
 
     def _on_done(self, task: Task, _: asyncio.Future[Any]) -> None:

@@ -1,4 +1,4 @@
-"""A pool of worker slots fed from one queue: dispatch, batching, timeouts, crashes, restarts."""
+"""A pool of worker slots fed from its queues: dispatch, batching, timeouts, restarts, resizing."""
 
 from __future__ import annotations
 
@@ -6,24 +6,22 @@ import asyncio
 import logging
 import multiprocessing.context
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Coroutine, Hashable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from . import _batching
 from ._area import MAX_BATCH
-from ._errors import (
-    EngineClosed,
-    HybridError,
-    Overloaded,
-    TaskTimeout,
-    WorkerCrashed,
-    WorkerStartError,
-)
-from ._outcome import Outcome, failed, read_record, rebuild_error
+from ._errors import EngineClosed, HybridError, Overloaded, WorkerStartError
+from ._machine import usable_cpu_ids
+from ._outcome import Outcome
+from ._queues import WorkQueues
+from ._settling import Settler
 from ._slot import PIPELINE_DEPTH, Slot
+from ._spec import PoolSpec, WorkerSettings
 from ._stats import Counters, EngineStats, WorkerStats, percentile
 from ._task import Batch, Task, TaskState
+from ._watch import watch
 
 logger = logging.getLogger("hybrid")
 
@@ -32,46 +30,54 @@ RESTART_BACKOFF_S = 0.1  # first pause between those tries; doubles each time
 
 
 class Pool:
-    """Worker slots and the queue that feeds them."""
+    """Worker slots and the queues that feed them."""
 
     def __init__(
-        self,
-        size: int,
-        *,
-        context: multiprocessing.context.BaseContext,
-        initializer: Callable[..., object] | None,
-        initargs: tuple[Any, ...],
-        max_tasks_per_child: int | None,
-        max_queued: int | None,
+        self, name: str, spec: PoolSpec, size: int, context: multiprocessing.context.BaseContext
     ) -> None:
-        self.slots = [Slot(i, context, initializer, initargs) for i in range(size)]
-        self.max_tasks_per_child = max_tasks_per_child
-        self.max_queued = max_queued
-        self.queue: deque[Task] = deque()
-        self.queued = 0
+        self.name = name
+        self.spec = spec
+        self.max_tasks_per_child = spec.max_tasks_per_child
+        self.max_queued = spec.max_queued
+        self._context = context
+        self._cpu_ids = usable_cpu_ids()
+        self.slots: list[Slot] = []
+        self.queues = WorkQueues()
         self.counters = Counters()
         self.times = _batching.TaskTimes()
         self.closing = False
+        self.paused_because: str | None = None
         self._failing_all: BaseException | None = None
         self._room_waiters: deque[asyncio.Future[None]] = deque()
-        self._restarts: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop = asyncio.get_running_loop()
+        self._watcher: asyncio.Task[None] | None = None
+        self._settler = Settler(self.counters, self.times, self._requeue, lambda: self.closing)
+        for _ in range(size):
+            self._new_slot()
+
+    @property
+    def queued(self) -> int:
+        return self.queues.count
 
     # Life cycle
 
     async def start(self) -> None:
-        starts = (slot.start() for slot in self.slots)
-        results = await asyncio.gather(*starts, return_exceptions=True)
+        results = await asyncio.gather(
+            *(slot.start() for slot in self.slots), return_exceptions=True
+        )
         errors = [result for result in results if isinstance(result, BaseException)]
         if errors:
             await asyncio.gather(*(slot.stop() for slot in self.slots))
             raise errors[0]
+        self._watcher = self._loop.create_task(watch(self), name=f"hybrid-watch-{self.name}")
 
     async def close(self, *, cancel: bool) -> None:
         """Finish (or with ``cancel``, fail) all work, then stop every worker."""
         self.closing = True
+        self.paused_because = None
         self._fail_room_waiters()
         if cancel:
             self._failing_all = EngineClosed("the engine was closed before the task finished")
@@ -80,10 +86,24 @@ class Pool:
                 for batch in slot.in_flight:
                     batch.kill_reason = "close"
                 slot.kill()
+        self.dispatch()
         await self._idle.wait()
-        while self._restarts:
-            await asyncio.gather(*self._restarts, return_exceptions=True)
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         await asyncio.gather(*(slot.stop() for slot in self.slots))
+
+    def _new_slot(self) -> Slot:
+        index = max((slot.index for slot in self.slots), default=-1) + 1
+        spec = self.spec
+        cpu = self._cpu_ids[index % len(self._cpu_ids)] if spec.pin_cpus else None
+        settings = WorkerSettings(cpu, spec.memory_limit_bytes, spec.nice)
+        slot = Slot(index, self._context, spec.initializer, spec.initargs, settings)
+        self.slots.append(slot)
+        self.queues.add_slot(slot)
+        return slot
 
     # Submission
 
@@ -108,8 +128,7 @@ class Pool:
     def submit(self, task: Task) -> None:
         if self._failing_all is not None:
             raise self._failing_all
-        self.queue.append(task)
-        self.queued += 1
+        self.queues.push(task, self.slots)
         self.counters.submitted += 1
         self._idle.clear()
         self.dispatch()
@@ -118,7 +137,7 @@ class Pool:
         """Withdraw a task whose caller stopped waiting for it."""
         if task.state is TaskState.QUEUED:
             task.state = TaskState.CANCELLED
-            self.queued -= 1
+            self.queues.count -= 1
             self.counters.cancelled += 1
             self._wake_room_waiters()
             self._check_idle()
@@ -144,27 +163,47 @@ class Pool:
 
     # Dispatch
 
+    def pause(self, reason: str) -> None:
+        """Stop handing work to workers (callers queue up) until :meth:`resume`."""
+        self.paused_because = reason
+
+    def resume(self) -> None:
+        self.paused_because = None
+        self.dispatch()
+
     def dispatch(self) -> None:
-        """Send queued tasks to workers that can take them."""
+        """Send queued tasks, oldest first, to workers that can take them."""
+        if self.paused_because is not None:
+            return
         if not any(len(slot.in_flight) < PIPELINE_DEPTH and slot.alive for slot in self.slots):
             return
-        while self.queued:
-            head = self._head()
-            estimate_s = self.times.estimate(head.fn_key)
-            short = head.timeout_s is None and _batching.is_short(estimate_s)
-            slot = self._pick_slot(short)
-            if slot is None:
+        while self.queues.count:
+            choice = self._oldest_dispatchable()
+            if choice is None:
                 return
-            self._send(slot, self._take_batch(slot, head, estimate_s))
+            queue, slot = choice
+            self._send(slot, self._take_batch(queue, slot))
 
-    def _head(self) -> Task:
-        while self.queue[0].state is not TaskState.QUEUED:
-            self.queue.popleft()
-        return self.queue[0]
+    def _oldest_dispatchable(self) -> tuple[deque[Task], Slot] | None:
+        best: tuple[deque[Task], Slot] | None = None
+        best_at = 0.0
+        for queue, bound in self.queues.heads():
+            head = queue[0]
+            if best is not None and head.submitted_at >= best_at:
+                continue
+            slot = self._pick_slot(head, bound)
+            if slot is not None:
+                best, best_at = (queue, slot), head.submitted_at
+        return best
 
-    def _pick_slot(self, short: bool) -> Slot | None:
+    def _is_short(self, task: Task) -> bool:
+        return task.timeout_s is None and _batching.is_short(self.times.estimate(task.fn_key))
+
+    def _pick_slot(self, head: Task, bound: Slot | None) -> Slot | None:
+        short = self._is_short(head)
+        candidates = self.slots if bound is None else [bound]
         best: Slot | None = None
-        for slot in self.slots:
+        for slot in candidates:
             if self._quota_left(slot) == 0:
                 continue
             if slot.idle:
@@ -179,35 +218,34 @@ class Pool:
                 best = slot
         return best
 
-    def _take_batch(self, slot: Slot, head: Task, estimate_s: float | None) -> list[Task]:
-        self.queue.popleft()
+    def _take_batch(self, queue: deque[Task], slot: Slot) -> list[Task]:
+        head = queue.popleft()
         tasks = [head]
-        if head.timeout_s is not None or not _batching.is_batchable(estimate_s):
+        estimate_s = self.times.estimate(head.fn_key)
+        if head.timeout_s is not None or estimate_s is None:
             return tasks
-        assert estimate_s is not None
+        if not _batching.is_batchable(estimate_s):
+            return tasks
         limit = min(_batching.batch_limit(estimate_s), MAX_BATCH)
         quota = self._quota_left(slot)
         if quota is not None:
             limit = min(limit, quota)
         calls = head.n_calls
-        queue = self.queue
         while queue:
             task = queue[0]
             if task.state is not TaskState.QUEUED:
                 queue.popleft()
                 continue
-            if (
-                task.timeout_s is not None
-                or task.fn_key != head.fn_key
-                or calls + task.n_calls > limit
-            ):
+            if task.timeout_s is not None or task.fn_key != head.fn_key:
+                break
+            if calls + task.n_calls > limit:
                 break
             tasks.append(queue.popleft())
             calls += task.n_calls
         return tasks
 
     def _quota_left(self, slot: Slot) -> int | None:
-        """Tasks the slot's current process may still be given (max_tasks_per_child)."""
+        """Calls the slot's current process may still be given (max_tasks_per_child)."""
         if self.max_tasks_per_child is None:
             return None
         held = sum(task.n_calls for batch in slot.in_flight for task in batch.tasks)
@@ -215,13 +253,12 @@ class Pool:
 
     def _send(self, slot: Slot, tasks: list[Task]) -> None:
         batch = Batch(slot, slot.next_parity, tasks, self._loop.time())
-        estimate_s = self.times.estimate(tasks[0].fn_key)
-        batch.short = tasks[0].timeout_s is None and _batching.is_short(estimate_s)
+        batch.short = self._is_short(tasks[0])
         for task in tasks:
             task.state = TaskState.DISPATCHED
             task.batch = batch
             task.attempts += 1
-        self.queued -= len(tasks)
+        self.queues.count -= len(tasks)
         try:
             future = slot.submit(batch)
         except (BrokenProcessPool, RuntimeError) as exc:
@@ -243,6 +280,12 @@ class Pool:
             batch.kill_reason = "timeout"
             batch.slot.kill()
 
+    def kill_hung(self, slot: Slot) -> None:
+        """Kill a worker that stopped responding; its running call fails as crashed."""
+        for batch in slot.in_flight:
+            batch.kill_reason = batch.kill_reason or "hung"
+        slot.kill()
+
     # Results
 
     def _settle(self, batch: Batch, future: asyncio.Future[list[Outcome]]) -> None:
@@ -254,152 +297,37 @@ class Pool:
         error = future.exception()
         if error is None:
             outcomes = future.result()
-            self._apportion(batch, outcomes, running_unfinished=False)
+            self._settler.settle_returned(batch, outcomes)
+            if self.spec.memory_limit_bytes is not None and _hit_memory_limit(outcomes):
+                # A worker that ran out of address space may be left fragmented or broken.
+                slot.retiring = True
             self._after_success(slot, len(outcomes))
         else:
-            # The worker died: what it finished is in the area, one record per call.
-            area = slot.area
-            assert area is not None
-            finished, running = area.progress(batch.parity)
-            names = (task.name for task in batch.tasks for _ in range(task.n_calls))
-            outcomes = [
-                read_record(record, name)
-                for record, name in zip(area.records(batch.parity), names, strict=False)
-            ]
-            self._apportion(batch, outcomes, running_unfinished=running == finished)
+            self._settler.settle_dead(batch)
             self._worker_lost(slot, error)
         self._check_idle()
         self.dispatch()
 
-    def _apportion(self, batch: Batch, outcomes: list[Outcome], running_unfinished: bool) -> None:
-        """Settle the batch's first calls from their outcomes, blame the call that was
-        running when the worker died (if one was), and requeue every call left over."""
-        position = 0
-        leftovers = []
-        for task in batch.tasks:
-            taken = outcomes[position : position + task.n_calls]
-            position += len(taken)
-            self._settle_calls(task, taken)
-            if task.n_calls and running_unfinished:
-                running_unfinished = False
-                self._blame(task, batch)
-            if task.n_calls and task.state is TaskState.DISPATCHED:
-                leftovers.append(task)
-        self._requeue(leftovers)
-
-    def _settle_calls(self, task: Task, outcomes: list[Outcome]) -> None:
-        if not outcomes:
-            return
-        if len(outcomes) == 1 and outcomes[0] is not None:
-            self._count_one(task, outcomes[0])
-            self._record_outcomes(task, outcomes)
-            return
-        ran = [outcome for outcome in outcomes if outcome is not None]
-        if ran:
-            elapsed = [outcome[1] for outcome in ran]
-            total_s = sum(elapsed)
-            succeeded = sum(1 for outcome in ran if outcome[0])
-            counters = self.counters
-            counters.durations_s.extend(elapsed)
-            counters.completed += succeeded
-            counters.failed += len(ran) - succeeded
-            self.times.observe(task.fn_key, total_s / len(ran))
-            if task.batch is not None:
-                task.batch.slot.busy_s += total_s
-                task.batch.slot.tasks_done += len(ran)
-        self._record_outcomes(task, outcomes)
-
-    def _count_one(self, task: Task, outcome: tuple[bool, float, Any]) -> None:
-        ok, elapsed_s, _ = outcome
-        counters = self.counters
-        counters.durations_s.append(elapsed_s)
-        if ok:
-            counters.completed += 1
-        else:
-            counters.failed += 1
-        self.times.observe(task.fn_key, elapsed_s)
-        if task.batch is not None:
-            task.batch.slot.busy_s += elapsed_s
-            task.batch.slot.tasks_done += 1
-
-    def _record_outcomes(self, task: Task, outcomes: list[Outcome]) -> None:
-        """Hand settled calls to whoever waits for them."""
-        if task.outcomes is not None:
-            task.outcomes[task.first : task.first + len(outcomes)] = outcomes
-            task.advance(len(outcomes))
-            if task.n_calls == 0:
-                self._finish(task)
-            return
-        task.advance(len(outcomes))
-        outcome = outcomes[0]
-        cancelled = task.state is TaskState.CANCELLED
-        task.state = TaskState.FINISHED
-        if outcome is None or cancelled:
-            return
-        if outcome[0]:
-            task.future.set_result(outcome[2])
-        else:
-            task.future.set_exception(rebuild_error(outcome[2], task.name))
-
-    def _finish(self, task: Task) -> None:
-        cancelled = task.state is TaskState.CANCELLED
-        task.state = TaskState.FINISHED
-        if not cancelled and not task.future.done():
-            task.future.set_result(task.outcomes)
-
-    def _blame(self, task: Task, batch: Batch) -> None:
-        """Decide the fate of the call that was running when its worker died."""
-        error = self._death_error(task, batch)
-        if error is None:
-            return
-        if task.is_chunk:
-            self._record_outcomes(task, [failed(error)])
-        else:
-            self._fail(task, error)
-
-    def _death_error(self, task: Task, batch: Batch) -> BaseException | None:
-        if task.state is TaskState.CANCELLED:
-            task.state = TaskState.FINISHED
-            return None
-        if batch.kill_reason == "timeout":
-            self.counters.timed_out += 1
-            assert task.timeout_s is not None
-            return TaskTimeout(task.name, task.timeout_s)
-        if batch.kill_reason == "close":
-            return EngineClosed("the engine was closed while the task ran")
-        if task.retries_left > 0 and not self.closing and not task.is_chunk:
-            task.retries_left -= 1
-            return None
-        self.counters.crashed += 1
-        slot = batch.slot
-        return WorkerCrashed(task.name, slot.exitcode(), slot.pid, task.attempts)
-
-    def _fail(self, task: Task, error: BaseException) -> None:
-        task.state = TaskState.FINISHED
-        if not task.future.done():
-            task.future.set_exception(error)
-
     def _requeue(self, tasks: list[Task]) -> None:
-        """Put tasks (or what is left of them) back at the head of the queue, in order."""
+        """Put tasks (or what is left of them) back at the head of their queues, in order."""
         waiting = [task for task in tasks if task.state is TaskState.DISPATCHED]
         if self._failing_all is not None:
             for task in waiting:
-                self._fail(task, self._failing_all)
+                self._settler.fail(task, self._failing_all)
             return
-        for task in reversed(waiting):
+        for task in waiting:
             task.state = TaskState.QUEUED
             task.batch = None
-            self.queue.appendleft(task)
-        self.queued += len(waiting)
+        self.queues.push_front(waiting, self.slots)
 
-    # Worker replacement
+    # Worker replacement and resizing
 
     def _after_success(self, slot: Slot, finished: int) -> None:
         slot.tasks_since_start += finished
         limit = self.max_tasks_per_child
         if limit is not None and slot.tasks_since_start >= limit:
             slot.retiring = True
-        if slot.retiring and not slot.in_flight:
+        if (slot.retiring or slot.removing) and not slot.in_flight:
             self._replace(slot)
 
     def _worker_lost(self, slot: Slot, error: BaseException) -> None:
@@ -409,16 +337,28 @@ class Pool:
         if not slot.in_flight:
             self._replace(slot)
 
+    def recycle(self, slot: Slot) -> None:
+        """Replace a worker once its current batch is done (e.g. its memory grew too much)."""
+        slot.retiring = True
+        if not slot.in_flight and slot.alive:
+            self._replace(slot)
+
     def _replace(self, slot: Slot) -> None:
         slot.alive = False
+        if slot.removing:
+            self._in_background(self._remove(slot), f"hybrid-remove-{slot.index}")
+            return
         self.counters.worker_restarts += 1
-        task = self._loop.create_task(self._restart(slot), name=f"hybrid-restart-{slot.index}")
-        self._restarts.add(task)
-        task.add_done_callback(self._restarts.discard)
+        self._in_background(self._restart(slot), f"hybrid-restart-{slot.index}")
+
+    def _in_background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = self._loop.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _restart(self, slot: Slot) -> None:
         await slot.stop()
-        if self._failing_all is not None:
+        if self._failing_all is not None or slot.removing:
             return
         delay_s = RESTART_BACKOFF_S
         last_error: HybridError = WorkerStartError(f"worker {slot.index} could not be replaced")
@@ -438,14 +378,29 @@ class Pool:
             self._fail_queued(last_error)
             self._check_idle()
 
+    async def resize(self, size: int) -> None:
+        """Grow or shrink to ``size`` workers; no queued or running call is lost or repeated."""
+        live = [slot for slot in self.slots if not slot.removing]
+        if size > len(live):
+            added = [self._new_slot() for _ in range(size - len(live))]
+            await asyncio.gather(*(slot.start() for slot in added))
+            self.dispatch()
+        for slot in sorted(live, key=lambda s: (bool(s.in_flight), -s.index))[: len(live) - size]:
+            slot.removing = True
+            if not slot.in_flight:
+                self._replace(slot)
+
+    async def _remove(self, slot: Slot) -> None:
+        self.slots.remove(slot)
+        self.queues.remove_slot(slot, self.slots)
+        await slot.stop()
+        self.dispatch()
+
     # Bookkeeping
 
     def _fail_queued(self, error: BaseException) -> None:
-        while self.queue:
-            task = self.queue.popleft()
-            if task.state is TaskState.QUEUED:
-                self._fail(task, error)
-        self.queued = 0
+        for task in self.queues.drain():
+            self._settler.fail(task, error)
 
     def _check_idle(self) -> None:
         if self.queued == 0 and not any(slot.in_flight for slot in self.slots):
@@ -466,6 +421,11 @@ class Pool:
             waiter = self._room_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+
+    def bound_worker(self, key: Hashable) -> int | None:
+        """The index of the worker slot a key is bound to, if it is bound."""
+        slot = self.queues.bound_slot(key)
+        return None if slot is None else slot.index
 
     def stats(self) -> EngineStats:
         counters = self.counters
@@ -494,8 +454,19 @@ class Pool:
             cancelled=counters.cancelled,
             worker_restarts=counters.worker_restarts,
             round_trips=counters.round_trips,
+            recycled_for_memory=counters.recycled_for_memory,
             task_p50_s=percentile(durations, 0.50),
             task_p95_s=percentile(durations, 0.95),
             task_p99_s=percentile(durations, 0.99),
             per_worker=workers,
         )
+
+
+def _hit_memory_limit(outcomes: list[Outcome]) -> bool:
+    return any(
+        outcome is not None
+        and not outcome[0]
+        and isinstance(outcome[2], tuple)
+        and str(outcome[2][1]).startswith("builtins.MemoryError")
+        for outcome in outcomes
+    )

@@ -21,6 +21,7 @@ from . import _worker
 from ._area import ResultArea
 from ._errors import WorkerStartError
 from ._outcome import Outcome
+from ._spec import WorkerSettings
 from ._task import Batch
 
 PIPELINE_DEPTH = 2  # batches a worker may hold: one running, one waiting to start at once
@@ -35,8 +36,10 @@ class Slot:
         context: multiprocessing.context.BaseContext,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
+        settings: WorkerSettings,
     ) -> None:
         self.index = index
+        self._settings = settings
         self._context = context
         self._initializer = initializer
         self._initargs = initargs
@@ -48,6 +51,7 @@ class Slot:
         self.next_parity = 0
         self.alive = False
         self.retiring = False  # finish what it holds, then be replaced
+        self.removing = False  # finish what it holds, then go (the pool is shrinking)
         self.tasks_since_start = 0
         self.starts = 0
         self.busy_s = 0.0
@@ -55,10 +59,10 @@ class Slot:
 
     @property
     def idle(self) -> bool:
-        return self.alive and not self.retiring and not self.in_flight
+        return self.alive and not self.retiring and not self.removing and not self.in_flight
 
     def can_take(self, pipelined: bool) -> bool:
-        if not self.alive or self.retiring:
+        if not self.alive or self.retiring or self.removing:
             return False
         return not self.in_flight or (pipelined and len(self.in_flight) < PIPELINE_DEPTH)
 
@@ -69,7 +73,7 @@ class Slot:
             max_workers=1,
             mp_context=self._context,
             initializer=_worker.init_worker,
-            initargs=(area.path, os.getpid(), self._initializer, self._initargs),
+            initargs=(area.path, os.getpid(), self._settings, self._initializer, self._initargs),
         )
         loop = asyncio.get_running_loop()
         try:

@@ -42,6 +42,7 @@ class EngineStats:
     cancelled: int
     worker_restarts: int
     round_trips: int
+    recycled_for_memory: int
     task_p50_s: float | None
     task_p95_s: float | None
     task_p99_s: float | None
@@ -62,6 +63,7 @@ class Counters:
     timed_out: int = 0
     cancelled: int = 0
     worker_restarts: int = 0
+    recycled_for_memory: int = 0  # workers replaced for passing max_rss_bytes
     round_trips: int = 0  # batches sent to workers; fewer than tasks when tiny tasks share trips
     durations_s: deque[float] = field(default_factory=lambda: deque(maxlen=DURATION_SAMPLES))
 

@@ -49,6 +49,7 @@ class Task:
         "name",
         "outcomes",
         "payload",
+        "pool",
         "retries_left",
         "state",
         "submitted_at",
@@ -66,6 +67,7 @@ class Task:
         retries: int = 0,
         submitted_at: float = 0.0,
         key: Hashable | None = None,
+        pool: str = "default",
     ) -> None:
         self.fn = fn
         self.fn_key, self.name = describe(fn)
@@ -82,6 +84,7 @@ class Task:
         self.batch: Batch | None = None
         self.submitted_at = submitted_at
         self.key = key
+        self.pool = pool
 
     def __repr__(self) -> str:
         return f"<Task {self.name} x{self.n_calls} {self.state.value}>"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import select
 import signal
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._area import ResultArea
+from ._spec import WorkerSettings
 
 HEARTBEAT_INTERVAL_S = 0.05  # how often the worker stamps its liveness into the area
 PARENT_POLL_S = 0.2  # fallback parent-liveness poll where pidfd_open is missing
@@ -32,6 +34,7 @@ _init_error: BaseException | None = None
 def init_worker(
     area_path: str,
     parent_pid: int,
+    settings: WorkerSettings,
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
@@ -41,11 +44,23 @@ def init_worker(
     _watch_parent(parent_pid)
     _area = ResultArea(area_path, create=False)
     threading.Thread(target=_beat, args=(_area,), name="hybrid-heartbeat", daemon=True).start()
-    if initializer is not None:
-        try:
+    try:
+        apply_settings(settings)
+        if initializer is not None:
             initializer(*initargs)
-        except BaseException as exc:
-            _init_error = exc
+    except BaseException as exc:
+        _init_error = exc
+
+
+def apply_settings(settings: WorkerSettings) -> None:
+    """Pin, limit and renice this process as its pool asks."""
+    if settings.cpu is not None:
+        os.sched_setaffinity(0, {settings.cpu})
+    if settings.memory_limit_bytes is not None:
+        limit = settings.memory_limit_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if settings.nice:
+        os.nice(settings.nice)
 
 
 def hello() -> int:

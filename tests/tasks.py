@@ -130,3 +130,41 @@ def crash_twice_when_given(path: str) -> str:
     if not path:
         return ""
     return crash_until_file_exists(path)
+
+
+_warm_cache: dict[int, int] = {}
+
+
+def cached_lookup(key: int) -> tuple[int, bool]:
+    """Return (pid, whether this worker had the key warm already)."""
+    warm = key in _warm_cache
+    _warm_cache[key] = key
+    return os.getpid(), warm
+
+
+def affinity_of(_: object = None) -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def niceness(_: object = None) -> int:
+    return os.nice(0)
+
+
+def allocate(megabytes: int) -> int:
+    block = bytearray(megabytes * 1024 * 1024)
+    return len(block)
+
+
+def sleep_then_record(seconds: float, path: str, value: int) -> int:
+    time.sleep(seconds)
+    return record_call(path, value)
+
+
+_kept: list[bytearray] = []
+
+
+def grow_and_keep(megabytes: int) -> int:
+    """Leak memory on purpose (it stays referenced), then report this worker's pid."""
+    _kept.append(bytearray(megabytes * 1024 * 1024))
+    time.sleep(0.6)  # long enough for the pool's watch to see the growth
+    return os.getpid()

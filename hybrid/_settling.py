@@ -1,0 +1,144 @@
+"""Settling a batch: the calls it finished, the one its worker died on, and the rest.
+
+When a batch comes back whole, every call has an outcome. When its worker died, the
+result area tells which calls finished (they are settled from their records), which
+call was running (it alone is blamed: timed out, crashed, or retried) and which never
+started (they go back to the queue, to run exactly once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._batching import TaskTimes
+from ._errors import EngineClosed, TaskTimeout, WorkerCrashed
+from ._outcome import Outcome, failed, read_record, rebuild_error
+from ._stats import Counters
+from ._task import Batch, Task, TaskState
+
+
+class Settler:
+    """Turns outcomes into results, counts them, and hands back what must run again."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        times: TaskTimes,
+        requeue: Callable[[list[Task]], None],
+        is_closing: Callable[[], bool],
+    ) -> None:
+        self._counters = counters
+        self._times = times
+        self._requeue = requeue
+        self._is_closing = is_closing
+
+    def settle_returned(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        """The worker returned: its outcomes cover the batch, or a prefix of it."""
+        self._apportion(batch, outcomes, running_unfinished=False)
+
+    def settle_dead(self, batch: Batch) -> None:
+        """The worker died: read what it finished from the area, blame the running call."""
+        area = batch.slot.area
+        assert area is not None
+        finished, running = area.progress(batch.parity)
+        names = (task.name for task in batch.tasks for _ in range(task.n_calls))
+        outcomes = [
+            read_record(record, name)
+            for record, name in zip(area.records(batch.parity), names, strict=False)
+        ]
+        self._apportion(batch, outcomes, running_unfinished=running == finished)
+
+    def fail(self, task: Task, error: BaseException) -> None:
+        task.state = TaskState.FINISHED
+        if not task.future.done():
+            task.future.set_exception(error)
+
+    def _apportion(self, batch: Batch, outcomes: list[Outcome], running_unfinished: bool) -> None:
+        position = 0
+        leftovers = []
+        for task in batch.tasks:
+            taken = outcomes[position : position + task.n_calls]
+            position += len(taken)
+            self._settle_calls(task, taken)
+            if task.n_calls and running_unfinished:
+                running_unfinished = False
+                self._blame(task, batch)
+            if task.n_calls and task.state is TaskState.DISPATCHED:
+                leftovers.append(task)
+        self._requeue(leftovers)
+
+    def _settle_calls(self, task: Task, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        ran = [outcome for outcome in outcomes if outcome is not None]
+        if len(ran) == 1:
+            self._count(task, ran[0][1], ran[0][1], int(ran[0][0]), 1)
+        elif ran:
+            elapsed = [outcome[1] for outcome in ran]
+            succeeded = sum(1 for outcome in ran if outcome[0])
+            self._counters.durations_s.extend(elapsed)
+            self._count(task, None, sum(elapsed), succeeded, len(ran))
+        self._record(task, outcomes)
+
+    def _count(
+        self, task: Task, one_s: float | None, total_s: float, succeeded: int, ran: int
+    ) -> None:
+        counters = self._counters
+        if one_s is not None:
+            counters.durations_s.append(one_s)
+        counters.completed += succeeded
+        counters.failed += ran - succeeded
+        self._times.observe(task.fn_key, total_s / ran)
+        if task.batch is not None:
+            task.batch.slot.busy_s += total_s
+            task.batch.slot.tasks_done += ran
+
+    def _record(self, task: Task, outcomes: list[Outcome]) -> None:
+        """Hand settled calls to whoever waits for them."""
+        if task.outcomes is not None:
+            task.outcomes[task.first : task.first + len(outcomes)] = outcomes
+            task.advance(len(outcomes))
+            if task.n_calls == 0:
+                cancelled = task.state is TaskState.CANCELLED
+                task.state = TaskState.FINISHED
+                if not cancelled and not task.future.done():
+                    task.future.set_result(task.outcomes)
+            return
+        task.advance(len(outcomes))
+        outcome = outcomes[0]
+        cancelled = task.state is TaskState.CANCELLED
+        task.state = TaskState.FINISHED
+        if outcome is None or cancelled:
+            return
+        if outcome[0]:
+            task.future.set_result(outcome[2])
+        else:
+            task.future.set_exception(rebuild_error(outcome[2], task.name))
+
+    def _blame(self, task: Task, batch: Batch) -> None:
+        """Decide the fate of the call that was running when its worker died."""
+        error = self._death_error(task, batch)
+        if error is None:
+            return
+        if task.is_chunk:
+            self._record(task, [failed(error)])
+        else:
+            self.fail(task, error)
+
+    def _death_error(self, task: Task, batch: Batch) -> BaseException | None:
+        if task.state is TaskState.CANCELLED:
+            task.state = TaskState.FINISHED
+            return None
+        reason = batch.kill_reason
+        if reason == "timeout":
+            self._counters.timed_out += 1
+            assert task.timeout_s is not None
+            return TaskTimeout(task.name, task.timeout_s)
+        if reason == "close":
+            return EngineClosed("the engine was closed while the task ran")
+        if task.retries_left > 0 and not self._is_closing() and not task.is_chunk:
+            task.retries_left -= 1
+            return None  # left DISPATCHED: it is requeued with the calls that never ran
+        self._counters.crashed += 1
+        slot = batch.slot
+        return WorkerCrashed(task.name, slot.exitcode(), slot.pid, task.attempts, reason)
