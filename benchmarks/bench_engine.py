@@ -134,24 +134,38 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-async def repeat(times: int, bench: Callable[[], Awaitable[float]]) -> float:
-    return median_rate([await bench() for _ in range(times)])
+async def interleaved(
+    times: int, benches: dict[str, Callable[[], Awaitable[float]]]
+) -> dict[str, float]:
+    """Median of each bench over rounds that run every bench once, so noise hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in benches}
+    for _ in range(times):
+        for name, bench in benches.items():
+            samples[name].append(await bench())
+    return {name: median_rate(values) for name, values in samples.items()}
 
 
 async def main(quick: bool) -> None:
     workers = 2
     calls = 20_000 if quick else 100_000
     baseline_calls = 5_000 if quick else 20_000
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
     print(
         f"# hybrid engine benchmark: {workers} workers, python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs, loop {type(asyncio.get_running_loop()).__module__}"
     )
     print()
-    one_each = await repeat(repeats, lambda: stdlib_one_call_each(baseline_calls, workers))
-    chunked = await repeat(repeats, lambda: stdlib_chunked_map(calls, workers))
-    mapped = await repeat(repeats, lambda: hybrid_map(calls, workers))
-    concurrent = await repeat(repeats, lambda: hybrid_concurrent_run(calls, workers))
+    rates = await interleaved(
+        repeats,
+        {
+            "one_each": lambda: stdlib_one_call_each(baseline_calls, workers),
+            "chunked": lambda: stdlib_chunked_map(calls, workers),
+            "mapped": lambda: hybrid_map(calls, workers),
+            "concurrent": lambda: hybrid_concurrent_run(calls, workers),
+        },
+    )
+    one_each, chunked = rates["one_each"], rates["chunked"]
+    mapped, concurrent = rates["mapped"], rates["concurrent"]
     print(f"## Tiny tasks (x*x): calls/s, median of {repeats}")
     print()
     print("| runner | calls/s | vs one call each | vs chunked map |")

@@ -64,7 +64,9 @@ class MapResults(Generic[R]):
         self._buffer: list[Any] = []  # inputs read, not yet submitted
         self._outstanding: deque[Task] = deque()  # submitted, not yet taken, in input order
         self._completed: deque[Task] = deque()  # unordered mode: done, not yet taken
-        self._ready: deque[tuple[Outcome, Any]] = deque()  # a taken chunk's outcomes
+        self._chunk: Task | None = None  # the chunk whose outcomes are being yielded
+        self._chunk_outcomes: list[Outcome] = []
+        self._position = 0  # next outcome of that chunk to yield
         self._pending_calls = 0  # inputs submitted and not yet yielded
         self._changed = asyncio.Event()
         self._submitting = asyncio.Lock()
@@ -101,11 +103,12 @@ class MapResults(Generic[R]):
             await asyncio.gather(self._feeder, return_exceptions=True)
 
     async def __anext__(self) -> R:
-        ready = self._ready
-        if ready:
-            outcome, _ = ready[0]
+        position = self._position
+        outcomes = self._chunk_outcomes
+        if position < len(outcomes):
+            outcome = outcomes[position]
             if outcome is not None and outcome[0]:
-                ready.popleft()
+                self._position = position + 1
                 self._pending_calls -= 1
                 return outcome[2]  # type: ignore[no-any-return]
         try:
@@ -117,8 +120,12 @@ class MapResults(Generic[R]):
 
     async def _next_result(self) -> R:
         while True:
-            if self._ready:
-                outcome, item = self._ready.popleft()
+            if self._position < len(self._chunk_outcomes):
+                assert self._chunk is not None
+                assert self._chunk.calls is not None
+                outcome = self._chunk_outcomes[self._position]
+                (item,) = self._chunk.calls[self._position]
+                self._position += 1
                 self._pending_calls -= 1
                 return await self._unwrap(outcome, item)
             if self._closed:
@@ -131,8 +138,7 @@ class MapResults(Generic[R]):
             if not task.is_chunk:
                 self._pending_calls -= 1
                 return result  # type: ignore[no-any-return]
-            assert task.calls is not None
-            self._ready.extend(zip(result, (args[0] for args in task.calls), strict=True))
+            self._chunk, self._chunk_outcomes, self._position = task, result, 0
 
     async def _unwrap(self, outcome: Outcome, item: Any) -> R:
         assert outcome is not None
@@ -276,7 +282,7 @@ class MapResults(Generic[R]):
         self._closed = True
         outstanding, self._outstanding = self._outstanding, deque()
         self._completed.clear()
-        self._ready.clear()
+        self._chunk_outcomes, self._position = [], 0
         self._buffer.clear()
         for task in outstanding:
             if not task.future.done():

@@ -8,6 +8,7 @@ The parent then sends batches of pickled tasks to :func:`run_batch`.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import resource
@@ -80,7 +81,7 @@ def run_batch(parity: int, payloads: Sequence[bytes], counts: Sequence[int]) -> 
     """
     area = _area
     assert area is not None, "worker used before init_worker"
-    area.begin(parity)
+    half = area.writer(parity)
     outcomes: list[Outcome] = []
     index = 0
     for payload, count in zip(payloads, counts, strict=True):
@@ -90,20 +91,19 @@ def run_batch(parity: int, payloads: Sequence[bytes], counts: Sequence[int]) -> 
         except BaseException as exc:
             # Every call of this task fails the same way (e.g. its module is missing here).
             calls, failure = [()] * count, error_outcome(0.0, exc)
-        for args in calls:
-            if area.is_skipped(parity, index):
-                outcome = None
-            elif failure is not None:
-                outcome = failure
-            else:
-                area.mark_started(parity, index)
-                outcome = execute(fn, args)
-            outcome, record = encode(outcome)
-            outcomes.append(outcome)
-            if not area.append(parity, record):
-                return outcomes
-            index += 1
+        run: Callable[[tuple[Any, ...]], Outcome]
+        if failure is not None:
+            run = functools.partial(_same, failure)
+        else:
+            run = functools.partial(execute, fn)
+        index, full = half.run_calls(calls, index, run, encode, outcomes)
+        if full:
+            return outcomes
     return outcomes
+
+
+def _same(outcome: Outcome, _: tuple[Any, ...]) -> Outcome:
+    return outcome
 
 
 def execute(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, float, Any]:
