@@ -101,6 +101,7 @@ class Pool:
         cpu = self._cpu_ids[index % len(self._cpu_ids)] if spec.pin_cpus else None
         settings = WorkerSettings(cpu, spec.memory_limit_bytes, spec.nice)
         slot = Slot(index, self._context, spec.initializer, spec.initargs, settings)
+        slot.on_exit = self._worker_exited
         self.slots.append(slot)
         self.queues.add_slot(slot)
         return slot
@@ -336,6 +337,15 @@ class Pool:
         slot.mark_dead()
         if not slot.in_flight:
             self._replace(slot)
+
+    def _worker_exited(self, slot: Slot) -> None:
+        """A worker's process ended. With work in flight, settling that work replaces it;
+        an idle one is replaced now. An exit the pool asked for is not a loss."""
+        if slot.in_flight or not slot.alive or slot.retiring or slot.removing:
+            return
+        logger.warning("worker %s (pid %s) died while idle; replacing it", slot.index, slot.pid)
+        slot.mark_dead()
+        self._replace(slot)
 
     def recycle(self, slot: Slot) -> None:
         """Replace a worker once its current batch is done (e.g. its memory grew too much)."""

@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing.context
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -52,6 +53,10 @@ class Slot:
         self.alive = False
         self.retiring = False  # finish what it holds, then be replaced
         self.removing = False  # finish what it holds, then go (the pool is shrinking)
+        self.on_exit: Callable[[Slot], None] | None = None  # called when the process ends
+        self.died_at: float | None = None  # time.monotonic() when its process was seen to end
+        self._sentinel: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.tasks_since_start = 0
         self.starts = 0
         self.busy_s = 0.0
@@ -97,6 +102,7 @@ class Slot:
         self.tasks_since_start = 0
         self.starts += 1
         self.alive = True
+        self._watch_exit(loop)
         self.retiring = False
 
     def submit(self, batch: Batch) -> asyncio.Future[list[Outcome]]:
@@ -125,12 +131,34 @@ class Slot:
 
     def mark_dead(self) -> None:
         self.alive = False
+        self._unwatch_exit()
+
+    def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The process sentinel turns readable the moment the process ends: a worker that
+        # dies while idle (the OOM killer, a stray SIGKILL) is seen at once, not at the
+        # next batch sent to it.
+        assert self._process is not None
+        self._sentinel = self._process.sentinel
+        self._loop = loop
+        loop.add_reader(self._sentinel, self._exited)
+
+    def _unwatch_exit(self) -> None:
+        if self._sentinel is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sentinel)
+        self._sentinel = None
+
+    def _exited(self) -> None:
+        self._unwatch_exit()
+        self.died_at = time.monotonic()
+        if self.on_exit is not None:
+            self.on_exit(self)
 
     async def stop(self) -> None:
         """Shut the executor down and join its process; the area is unmapped."""
         executor, area = self._executor, self.area
         self._executor, self.area = None, None
         self.alive = False
+        self._unwatch_exit()
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         if self._process is not None:

@@ -135,3 +135,16 @@ async def test_map_retries_a_crashed_chunk_call_on_its_own(make_engine, tmp_path
     results = [value async for value in engine.map(tasks.crash_twice_when_given, inputs, retries=2)]
     assert results == ["ok" if n == 150 else "" for n in range(300)]
     assert marker.read_text() == "3"
+
+
+async def test_an_idle_worker_that_dies_is_replaced_at_once(make_engine) -> None:
+    engine = await make_engine(workers=2)
+    victim = worker_pids(engine)[0]
+    os.kill(victim, signal.SIGKILL)
+    async with asyncio.timeout(10):
+        while victim in worker_pids(engine) or engine.stats().workers < 2:
+            await asyncio.sleep(0.01)
+    assert engine.stats().worker_restarts == 1
+    assert engine.stats().crashed == 0  # no call was running: nobody is blamed
+    results = await asyncio.gather(*(engine.run(tasks.pid_of) for _ in range(10)))
+    assert victim not in results
