@@ -24,8 +24,9 @@ task is dropped; a running one's worker is killed and replaced).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
 
 from aiohttp import web
@@ -51,10 +52,15 @@ class TaskObserver(Protocol):
     ``cancelled``, ``rejected``. Times are in seconds; None where the task never ran.
     """
 
-    def task_submitted(self, function: str) -> None: ...
+    def task_submitted(self, function: str, pool: str) -> None: ...
 
     def task_finished(
-        self, function: str, outcome: str, queue_wait_s: float | None, run_s: float | None
+        self,
+        function: str,
+        pool: str,
+        outcome: str,
+        queue_wait_s: float | None,
+        run_s: float | None,
     ) -> None: ...
 
 
@@ -68,6 +74,7 @@ ENGINE_KEY = web.AppKey("hybrid_engine", hybrid.Engine)
 OBSERVER_KEY = web.AppKey("hybrid_task_observer", TaskObserver)
 LAG_WATCH_KEY = web.AppKey("hybrid_lag_watch", LoopLagWatch)
 METRICS_KEY: web.AppKey[EngineMetrics] = web.AppKey("hybrid_metrics")
+DISCONNECT_WATCH_KEY: web.AppKey[_DisconnectWatch] = web.AppKey("hybrid_disconnect_watch")
 
 
 def setup(
@@ -77,7 +84,6 @@ def setup(
     metrics_path: str = "/metrics",
     watch_lag: bool = True,
     forward_logs: bool = False,
-    pool: str = "default",
     **engine_options: Any,
 ) -> None:
     """Run an engine for the app's lifetime: started on startup, closed on cleanup.
@@ -87,23 +93,45 @@ def setup(
         metrics: serve Prometheus metrics at ``metrics_path`` (needs the ``metrics``
             extra: ``pip install 'hybrid[metrics]'``).
         watch_lag: measure the loop's lag and warn when something blocks it.
-        forward_logs: send workers' log records to this process's loggers
-            (uses the engine's ``initializer``; it cannot be combined with one).
-        pool: the ``pool`` label of this engine's metrics.
-        engine_options: passed to :class:`hybrid.Engine` (``workers``, ``max_queued``, ...).
+        forward_logs: send workers' log records to this process's loggers, in every
+            pool (it uses the pools' ``initializer``; it cannot be combined with one).
+        engine_options: passed to :class:`hybrid.Engine` (``workers``, ``max_queued``,
+            ``pools``, ``nice``, ...).
 
     The engine is ``app[ENGINE_KEY]`` once the app has started; closing waits for
     running tasks to finish.
     """
-    if forward_logs and engine_options.get("initializer") is not None:
-        raise ValueError("forward_logs uses the engine's initializer; pass one or the other")
+    if forward_logs and _initializers(engine_options):
+        raise ValueError("forward_logs uses the pools' initializer; pass one or the other")
     if metrics:
         from . import prometheus  # noqa: F401  (fail now, naming the extra, if it is missing)
 
         app.router.add_get(metrics_path, metrics_handler)
     app.cleanup_ctx.append(
-        lambda app: _engine_life(app, metrics, watch_lag, forward_logs, pool, engine_options)
+        lambda app: _engine_life(app, metrics, watch_lag, forward_logs, engine_options)
     )
+
+
+def _initializers(engine_options: dict[str, Any]) -> list[object]:
+    specs: dict[str, hybrid.PoolSpec] = engine_options.get("pools") or {}
+    found = [spec.initializer for spec in specs.values()]
+    return [init for init in (engine_options.get("initializer"), *found) if init is not None]
+
+
+def _with_log_forwarding(
+    engine_options: dict[str, Any], forwarding: LogForwarding
+) -> dict[str, Any]:
+    """The engine options with every pool's workers sending their records to ``forwarding``."""
+    logging_init: dict[str, Any] = {
+        "initializer": install_worker_logging,
+        "initargs": forwarding.initargs,
+    }
+    specs: dict[str, hybrid.PoolSpec] = engine_options.get("pools") or {}
+    return {
+        **engine_options,
+        **logging_init,
+        "pools": {name: dataclasses.replace(spec, **logging_init) for name, spec in specs.items()},
+    }
 
 
 async def _engine_life(
@@ -111,29 +139,25 @@ async def _engine_life(
     metrics: bool,
     watch_lag: bool,
     forward_logs: bool,
-    pool: str,
     engine_options: dict[str, Any],
 ) -> AsyncIterator[None]:
     forwarding = LogForwarding() if forward_logs else None
     if forwarding is not None:
         forwarding.start()
-        engine_options = {
-            **engine_options,
-            "initializer": install_worker_logging,
-            "initargs": forwarding.initargs,
-        }
+        engine_options = _with_log_forwarding(engine_options, forwarding)
     watch = LoopLagWatch() if watch_lag else None
     engine = hybrid.Engine(**engine_options)
     try:
         await engine.start()
         app[ENGINE_KEY] = engine
+        app[DISCONNECT_WATCH_KEY] = _DisconnectWatch()
         if watch is not None:
             watch.start()
             app[LAG_WATCH_KEY] = watch
         if metrics:
             from .prometheus import EngineMetrics
 
-            app[METRICS_KEY] = EngineMetrics(engine, pool=pool, lag_watch=watch)
+            app[METRICS_KEY] = EngineMetrics(engine, lag_watch=watch)
             app[OBSERVER_KEY] = app[METRICS_KEY]
         yield
     finally:
@@ -171,6 +195,8 @@ async def offload(
     timeout: float | None = None,
     block: bool = False,
     task_id: str | None = None,
+    pool: str = "default",
+    key: Hashable | None = None,
 ) -> R:
     """Run ``fn(*args)`` in one of the app's workers and return its result.
 
@@ -181,6 +207,8 @@ async def offload(
         block: when the engine's queue is full (``max_queued``), wait for room instead
             of answering 503 at once.
         task_id: tag the worker's log records for this call with this id.
+        pool: the engine's pool to run in.
+        key: run calls with the same key on the same worker (see :meth:`hybrid.Engine.run`).
 
     Raises:
         web.HTTPGatewayTimeout: the call timed out (its worker was replaced).
@@ -200,13 +228,16 @@ async def offload(
         (fn, args) if task_id is None else (call_with_task_id, (task_id, fn, *args))
     )
     if observer is not None:
-        observer.task_submitted(name)
+        observer.task_submitted(name, pool)
     try:
-        task = await engine.submit(call[0], call[1], timeout=timeout, block=block)
+        task = await engine.submit(
+            call[0], call[1], timeout=timeout, block=block, pool=pool, key=key
+        )
     except (hybrid.Overloaded, hybrid.EngineClosed) as exc:
-        _tell(observer, name, "rejected", None, None)
+        _tell(observer, name, pool, "rejected", None, None)
         raise _unavailable(engine, exc) from exc
-    watch = _DisconnectWatch(request, lambda: engine.cancel(task))
+    watch = app.get(DISCONNECT_WATCH_KEY) or _DisconnectWatch()
+    waiter = watch.add(request, lambda: engine.cancel(task))
     outcome = "failed"
     try:
         result: R = await task.future
@@ -215,7 +246,7 @@ async def offload(
     except asyncio.CancelledError:
         outcome = "cancelled"
         engine.cancel(task)
-        if watch.client_gone:
+        if waiter.client_gone:
             raise ClientClosedRequest(text="client closed the request") from None
         raise
     except hybrid.TaskTimeout as exc:
@@ -227,19 +258,20 @@ async def offload(
     except hybrid.EngineClosed as exc:
         raise _unavailable(engine, exc) from exc
     finally:
-        watch.stop()
-        _tell(observer, name, outcome, *_task_times(task))
+        watch.discard(waiter)
+        _tell(observer, name, pool, outcome, *_task_times(task))
 
 
 def _tell(
     observer: TaskObserver | None,
     name: str,
+    pool: str,
     outcome: str,
     queue_wait_s: float | None,
     run_s: float | None,
 ) -> None:
     if observer is not None:
-        observer.task_finished(name, outcome, queue_wait_s, run_s)
+        observer.task_finished(name, pool, outcome, queue_wait_s, run_s)
 
 
 def _task_times(task: Any) -> tuple[float | None, float | None]:
@@ -268,32 +300,45 @@ def retry_after_s(engine: hybrid.Engine) -> int:
     return max(1, min(MAX_RETRY_AFTER_S, math.ceil(drain_s)))
 
 
-class _DisconnectWatch:
-    """Calls ``on_gone`` once if the request's connection closes.
+class _Waiter:
+    """A handler waiting for its task; ``client_gone`` once its connection has closed."""
 
-    aiohttp no longer cancels handlers when their client disconnects (unless the app
-    runs with ``handler_cancellation=True``), so a waiting handler checks for itself.
-    """
+    __slots__ = ("client_gone", "on_gone", "request")
 
     def __init__(self, request: web.Request, on_gone: Callable[[], None]) -> None:
+        self.request = request
+        self.on_gone = on_gone
         self.client_gone = False
-        self._request = request
-        self._on_gone = on_gone
-        self._loop = asyncio.get_running_loop()
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(
-            DISCONNECT_POLL_S, self._check
-        )
+
+
+class _DisconnectWatch:
+    """Tells waiting handlers when their client disconnects; one timer however many wait.
+
+    aiohttp no longer cancels handlers when their client disconnects (unless the app
+    runs with ``handler_cancellation=True``), so the waiting handlers are checked here.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: set[_Waiter] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, request: web.Request, on_gone: Callable[[], None]) -> _Waiter:
+        waiter = _Waiter(request, on_gone)
+        self._waiters.add(waiter)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)
+        return waiter
+
+    def discard(self, waiter: _Waiter) -> None:
+        self._waiters.discard(waiter)
 
     def _check(self) -> None:
-        transport = self._request.transport
-        if transport is None or transport.is_closing():
-            self.client_gone = True
-            self._handle = None
-            self._on_gone()
-        else:
-            self._handle = self._loop.call_later(DISCONNECT_POLL_S, self._check)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._handle = None
+        for waiter in list(self._waiters):
+            transport = waiter.request.transport
+            if transport is None or transport.is_closing():
+                self._waiters.discard(waiter)
+                waiter.client_gone = True
+                waiter.on_gone()
+        if self._waiters:
+            self._handle = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)

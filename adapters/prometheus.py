@@ -1,9 +1,9 @@
 """Prometheus metrics for an engine, its tasks and its event loop (``prometheus_client``).
 
-Engine-wide figures are read from :meth:`hybrid.Engine.stats` when Prometheus scrapes, so
-they cost nothing between scrapes. Per-function figures are recorded by
-:func:`adapters.aiohttp_web.offload` (through :class:`EngineMetrics`, a
-``TaskObserver``). Every series has a ``pool`` label naming the engine.
+Pool-wide figures are read from :meth:`hybrid.Engine.stats` for each of the engine's
+pools when Prometheus scrapes, so they cost nothing between scrapes. Per-function figures
+are recorded by :func:`adapters.aiohttp_web.offload` (through :class:`EngineMetrics`, a
+``TaskObserver``). The ``pool`` label names the engine's pool.
 
 =========================================  =========  ======================================
 name                                       type       labels
@@ -19,15 +19,16 @@ hybrid_engine_task_seconds                 gauge      pool, quantile (in-worker 
 hybrid_tasks_queued                        gauge      pool
 hybrid_workers / hybrid_workers_busy       gauge      pool
 hybrid_worker_restarts_total               counter    pool
+hybrid_worker_recycled_for_memory_total    counter    pool (passed max_rss_bytes)
 hybrid_worker_info                         gauge      pool, worker, pid (always 1)
 hybrid_worker_busy                         gauge      pool, worker
 hybrid_worker_tasks_total                  counter    pool, worker
 hybrid_worker_busy_seconds_total           counter    pool, worker
 hybrid_worker_resident_memory_bytes        gauge      pool, worker (Linux)
-hybrid_loop_lag_seconds                    gauge      pool (last measurement)
-hybrid_loop_lag_max_seconds                gauge      pool (largest in the watch's window)
-hybrid_loop_stalls_total                   counter    pool (lags past the warning threshold)
-hybrid_metrics_start_time_seconds          gauge      pool (unix time)
+hybrid_loop_lag_seconds                    gauge      (last measurement)
+hybrid_loop_lag_max_seconds                gauge      (largest in the watch's window)
+hybrid_loop_stalls_total                   counter    (lags past the warning threshold)
+hybrid_metrics_start_time_seconds          gauge      (unix time)
 =========================================  =========  ======================================
 """
 
@@ -69,7 +70,6 @@ class EngineMetrics:
         engine: the engine to describe.
         registry: where to register; a fresh registry by default (pass
             ``prometheus_client.REGISTRY`` to share the process-wide one).
-        pool: the ``pool`` label's value.
         lag_watch: the loop-lag watch whose figures to export, if any.
     """
 
@@ -78,11 +78,9 @@ class EngineMetrics:
         engine: hybrid.Engine,
         *,
         registry: CollectorRegistry | None = None,
-        pool: str = "default",
         lag_watch: LoopLagWatch | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.pool = pool
         labels = ("pool", "function")
         self._submitted = Counter(
             "hybrid_tasks_submitted", "Calls submitted.", labels, registry=self.registry
@@ -110,19 +108,24 @@ class EngineMetrics:
             buckets=TIME_BUCKETS_S,
             registry=self.registry,
         )
-        self.registry.register(_EngineCollector(engine, pool, lag_watch))
+        self.registry.register(_EngineCollector(engine, lag_watch))
 
-    def task_submitted(self, function: str) -> None:
-        self._submitted.labels(self.pool, function).inc()
+    def task_submitted(self, function: str, pool: str) -> None:
+        self._submitted.labels(pool, function).inc()
 
     def task_finished(
-        self, function: str, outcome: str, queue_wait_s: float | None, run_s: float | None
+        self,
+        function: str,
+        pool: str,
+        outcome: str,
+        queue_wait_s: float | None,
+        run_s: float | None,
     ) -> None:
-        self._outcomes[outcome].labels(self.pool, function).inc()
+        self._outcomes[outcome].labels(pool, function).inc()
         if queue_wait_s is not None:
-            self._queue_wait.labels(self.pool, function).observe(queue_wait_s)
+            self._queue_wait.labels(pool, function).observe(queue_wait_s)
         if run_s is not None:
-            self._run.labels(self.pool, function).observe(run_s)
+            self._run.labels(pool, function).observe(run_s)
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format (its media type is :data:`CONTENT_TYPE`)."""
@@ -130,25 +133,38 @@ class EngineMetrics:
 
 
 class _EngineCollector(Collector):
-    def __init__(self, engine: hybrid.Engine, pool: str, lag_watch: LoopLagWatch | None) -> None:
+    def __init__(self, engine: hybrid.Engine, lag_watch: LoopLagWatch | None) -> None:
         self._engine = engine
-        self._pool = pool
         self._lag_watch = lag_watch
         self._started_at = time.time()
 
     def collect(self) -> Iterator[Metric]:
-        pool = self._pool
-        yield _gauge(
-            "hybrid_metrics_start_time_seconds", "When metrics began.", self._started_at, pool
+        yield GaugeMetricFamily(
+            "hybrid_metrics_start_time_seconds", "When metrics began.", value=self._started_at
         )
+        if self._lag_watch is not None:
+            yield from _lag_families(self._lag_watch)
         try:
-            stats = self._engine.stats()
+            stats = {pool: self._engine.stats(pool) for pool in self._engine.pools}
         except hybrid.EngineClosed:
             return
-        yield from _engine_families(stats, pool)
-        yield from _worker_families(stats, pool)
-        if self._lag_watch is not None:
-            yield from _lag_families(self._lag_watch, pool)
+        for families in zip(
+            *(_pool_families(pool_stats, pool) for pool, pool_stats in stats.items()),
+            strict=True,
+        ):
+            yield _merged(families)
+
+
+def _merged(families: tuple[Metric, ...]) -> Metric:
+    """One family holding the samples of the same family from every pool."""
+    first = families[0]
+    for other in families[1:]:
+        first.samples.extend(other.samples)
+    return first
+
+
+def _pool_families(stats: hybrid.EngineStats, pool: str) -> list[Metric]:
+    return [*_engine_families(stats, pool), *_worker_families(stats, pool)]
 
 
 def _engine_families(stats: hybrid.EngineStats, pool: str) -> Iterator[Metric]:
@@ -161,6 +177,12 @@ def _engine_families(stats: hybrid.EngineStats, pool: str) -> Iterator[Metric]:
         )
     yield _counter("hybrid_engine_round_trips", "Batches sent to workers.", stats.round_trips, pool)
     yield _counter("hybrid_worker_restarts", "Workers replaced.", stats.worker_restarts, pool)
+    yield _counter(
+        "hybrid_worker_recycled_for_memory",
+        "Workers replaced for passing max_rss_bytes.",
+        stats.recycled_for_memory,
+        pool,
+    )
     yield _gauge("hybrid_tasks_queued", "Tasks waiting for a worker.", stats.queued, pool)
     yield _gauge("hybrid_workers", "Live worker processes.", stats.workers, pool)
     yield _gauge("hybrid_workers_busy", "Workers running a task.", stats.busy, pool)
@@ -201,16 +223,16 @@ def _worker_families(stats: hybrid.EngineStats, pool: str) -> Iterator[Metric]:
     yield from (info, busy, tasks, busy_s, rss)
 
 
-def _lag_families(watch: LoopLagWatch, pool: str) -> Iterator[Metric]:
-    yield _gauge("hybrid_loop_lag_seconds", "Event loop lag, last measurement.", watch.lag_s, pool)
-    yield _gauge(
-        "hybrid_loop_lag_max_seconds",
-        "Largest loop lag in the watch's window.",
-        watch.max_lag_s,
-        pool,
+def _lag_families(watch: LoopLagWatch) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "hybrid_loop_lag_seconds", "Event loop lag, last measurement.", value=watch.lag_s
     )
-    yield _counter("hybrid_loop_stalls", "Times the loop was blocked past the threshold.",
-                   watch.stalls, pool)  # fmt: skip
+    yield GaugeMetricFamily(
+        "hybrid_loop_lag_max_seconds", "Largest lag in the watch's window.", value=watch.max_lag_s
+    )
+    yield CounterMetricFamily(
+        "hybrid_loop_stalls", "Times the loop was blocked past the threshold.", value=watch.stalls
+    )
 
 
 def _gauge(name: str, documentation: str, value: float, pool: str) -> GaugeMetricFamily:

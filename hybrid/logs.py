@@ -159,19 +159,29 @@ class _Relay(logging.Handler):
         pass
 
 
+def lowest_level_in_use() -> int:
+    """The lowest level the root logger or any logger with its own level accepts."""
+    levels = [logging.getLogger().getEffectiveLevel()]
+    for named in logging.Logger.manager.loggerDict.values():
+        if isinstance(named, logging.Logger) and named.level != logging.NOTSET:
+            levels.append(named.level)
+    return min(levels)
+
+
 class LogForwarding:
     """Receives workers' records on a thread and logs them through the parent's loggers.
 
     Args:
         queue: where workers send records; a fresh :class:`LogQueue` by default.
-        level: the lowest level workers send; the parent root logger's level by default.
+        level: the lowest level workers send; by default the lowest level any of the
+            parent's loggers is set to now (the parent filters again on arrival).
 
     Pass :attr:`initargs` with ``initializer=install_worker_logging`` to the engine.
     """
 
     def __init__(self, queue: LogQueue | None = None, level: int | None = None) -> None:
         self.queue = queue or LogQueue()
-        self.level = logging.getLogger().getEffectiveLevel() if level is None else level
+        self.level = lowest_level_in_use() if level is None else level
         self._listener: logging.handlers.QueueListener | None = None
 
     @property

@@ -15,9 +15,12 @@ import hybrid
 from .app import MODES, Mode, build_app
 
 
-async def serve(mode: Mode, host: str, port: int, metrics: bool, workers: int | None) -> None:
+async def serve(
+    mode: Mode, host: str, port: int, metrics: bool, workers: int | None, worker_nice: int
+) -> None:
     """Serve until SIGINT or SIGTERM, then close the app (and its engine) cleanly."""
-    runner = web.AppRunner(build_app(mode, metrics=metrics, workers=workers), access_log=None)
+    app = build_app(mode, metrics=metrics, workers=workers, worker_nice=worker_nice)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -38,13 +41,23 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--mode", choices=MODES, default="hybrid")
     parser.add_argument("--workers", type=int, default=None, help="default: usable CPUs")
+    parser.add_argument(
+        "--worker-nice", type=int, default=0, help="lower the workers' CPU priority by this"
+    )
     parser.add_argument("--no-metrics", action="store_true", help="serve no /metrics")
     parser.add_argument("--asyncio", action="store_true", help="asyncio's loop, not uvloop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         hybrid.run(
-            serve(args.mode, args.host, args.port, not args.no_metrics, args.workers),
+            serve(
+                args.mode,
+                args.host,
+                args.port,
+                not args.no_metrics,
+                args.workers,
+                args.worker_nice,
+            ),
             use_uvloop=not args.asyncio,
         )
 

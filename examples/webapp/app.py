@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -20,16 +21,30 @@ CPU_TIMEOUT_S = 5.0  # a /cpu call this slow is answered 504 and its worker repl
 
 
 def build_app(
-    mode: Mode = "hybrid", *, metrics: bool = True, workers: int | None = None
+    mode: Mode = "hybrid",
+    *,
+    metrics: bool = True,
+    workers: int | None = None,
+    worker_nice: int = 0,
 ) -> web.Application:
-    """The service; ``mode`` says where ``/cpu`` runs its call (``metrics``: hybrid only)."""
+    """The service; ``mode`` says where ``/cpu`` runs its call.
+
+    Args:
+        metrics: serve ``/metrics`` (hybrid mode only).
+        workers: worker processes; None: hybrid's usable CPUs, the executor's default.
+        worker_nice: raise the workers' nice value by this much, so that on a busy
+            machine the process answering requests gets a CPU before the workers do.
+    """
     app = web.Application()
     app.router.add_get("/health", health)
     if mode == "hybrid":
-        aiohttp_web.setup(app, workers=workers, metrics=metrics, max_queued=1024)
+        aiohttp_web.setup(app, workers=workers, metrics=metrics, max_queued=1024, nice=worker_nice)
         app.router.add_get("/cpu", cpu_hybrid)
     elif mode == "executor":
-        app.cleanup_ctx.append(lambda app: _executor_life(app, workers))
+        priority: dict[str, Any] = (
+            {"initializer": os.nice, "initargs": (worker_nice,)} if worker_nice else {}
+        )
+        app.cleanup_ctx.append(lambda app: _executor_life(app, workers, priority))
         app.router.add_get("/cpu", cpu_executor)
     elif mode == "inline":
         app.router.add_get("/cpu", cpu_inline)
@@ -64,7 +79,9 @@ async def cpu_inline(request: web.Request) -> web.Response:
     return web.json_response({"total": crunch(_rounds(request))})
 
 
-async def _executor_life(app: web.Application, workers: int | None) -> AsyncIterator[None]:
-    with ProcessPoolExecutor(max_workers=workers) as executor:
+async def _executor_life(
+    app: web.Application, workers: int | None, priority: dict[str, Any]
+) -> AsyncIterator[None]:
+    with ProcessPoolExecutor(max_workers=workers, **priority) as executor:
         app[EXECUTOR_KEY] = executor
         yield

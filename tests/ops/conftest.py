@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
+from tests.ops.test_logs import Collect
 
 Serve = Callable[[web.Application], Awaitable[TestServer]]
 
@@ -32,3 +35,15 @@ async def serve() -> AsyncIterator[Serve]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         yield session
+
+
+@pytest.fixture
+def collected() -> Iterator[Collect]:
+    """Records that reach the parent's ``tests.ops.worker`` logger (from any process)."""
+    handler = Collect()
+    target = logging.getLogger("tests.ops.worker")
+    target.addHandler(handler)
+    target.setLevel(logging.DEBUG)
+    yield handler
+    target.removeHandler(handler)
+    target.setLevel(logging.NOTSET)

@@ -25,18 +25,6 @@ class Collect(logging.Handler):
 
 
 @pytest.fixture
-def collected() -> Iterator[Collect]:
-    """Records that reach the parent's ``tests.ops.worker`` logger."""
-    handler = Collect()
-    target = logging.getLogger("tests.ops.worker")
-    target.addHandler(handler)
-    target.setLevel(logging.DEBUG)
-    yield handler
-    target.removeHandler(handler)
-    target.setLevel(logging.NOTSET)
-
-
-@pytest.fixture
 def forwarding() -> Iterator[LogForwarding]:
     with LogForwarding(level=logging.DEBUG) as forwarding:
         yield forwarding

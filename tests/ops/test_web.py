@@ -8,10 +8,13 @@ import os
 import aiohttp
 from aiohttp import web
 
+import hybrid
 from adapters import aiohttp_web
 from tests import tasks
 from tests.helpers import pid_alive, wait_for_full_strength, wait_until_gone, worker_pids
+from tests.ops import worker_tasks
 from tests.ops.conftest import Serve
+from tests.ops.test_logs import Collect, wait_for_records
 
 
 async def pid_route(request: web.Request) -> web.Response:
@@ -33,6 +36,12 @@ async def timeout_route(request: web.Request) -> web.Response:
     return web.Response(text="unreachable")
 
 
+async def log_route(request: web.Request) -> web.Response:
+    task_id = request.query["id"]
+    pid = await aiohttp_web.offload(request, worker_tasks.log_lines, 2, task_id=task_id)
+    return web.json_response(pid)
+
+
 def make_app(**options: object) -> web.Application:
     app = web.Application()
     aiohttp_web.setup(app, **options)  # type: ignore[arg-type]
@@ -40,6 +49,7 @@ def make_app(**options: object) -> web.Application:
     app.router.add_get("/sleep", sleep_route)
     app.router.add_get("/crash", crash_route)
     app.router.add_get("/timeout", timeout_route)
+    app.router.add_get("/log", log_route)
     return app
 
 
@@ -118,3 +128,14 @@ async def test_client_disconnect_cancels_the_task_and_frees_its_worker(
         new_pid = await response.json()
     assert new_pid != busy_pid
     assert pid_alive(new_pid)
+
+
+async def test_forwarded_worker_logs_carry_the_requests_task_id(
+    serve: Serve, http: aiohttp.ClientSession, collected: Collect
+) -> None:
+    app = make_app(workers=1, forward_logs=True, pools={"side": hybrid.PoolSpec(workers=1)})
+    server = await serve(app)
+    async with http.get(server.make_url("/log"), params={"id": "req-1"}) as response:
+        pid = await response.json()
+    await wait_for_records(collected, 2)
+    assert [(r.task_id, r.worker_pid) for r in collected.records] == [("req-1", pid)] * 2  # type: ignore[attr-defined]

@@ -1,0 +1,121 @@
+"""/metrics under load: scraped over HTTP and parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+import hybrid
+from adapters import aiohttp_web
+from tests import tasks
+from tests.helpers import wait_for_full_strength
+from tests.ops.conftest import Serve
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+REQUESTS = 40
+DASHBOARD = Path(__file__).resolve().parents[2] / "examples/webapp/grafana_dashboard.json"
+
+
+async def square_route(request: web.Request) -> web.Response:
+    x = int(request.query["x"])
+    return web.json_response(await aiohttp_web.offload(request, tasks.square, x, pool="web"))
+
+
+async def crash_route(request: web.Request) -> web.Response:
+    await aiohttp_web.offload(request, tasks.exit_now, 3)
+    return web.Response(text="unreachable")
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> Samples:
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        text = await response.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+async def test_metrics_are_scraped_and_parsed_after_load(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    app = web.Application()
+    aiohttp_web.setup(app, workers=1, metrics=True, pools={"web": hybrid.PoolSpec(workers=2)})
+    app.router.add_get("/square", square_route)
+    app.router.add_get("/crash", crash_route)
+    server = await serve(app)
+    engine = aiohttp_web.get_engine(app)
+
+    async def square(x: int) -> int:
+        async with http.get(server.make_url("/square"), params={"x": str(x)}) as response:
+            assert response.status == 200
+            result: int = await response.json()
+            return result
+
+    assert await asyncio.gather(*(square(x) for x in range(REQUESTS))) == [
+        x * x for x in range(REQUESTS)
+    ]
+    async with http.get(server.make_url("/crash")) as response:
+        assert response.status == 500
+    await wait_for_full_strength(engine)
+
+    samples = await scrape(http, str(server.make_url("/metrics")))
+    fn = {"pool": "web", "function": "square"}
+    assert value(samples, "hybrid_tasks_submitted_total", **fn) == REQUESTS
+    assert value(samples, "hybrid_tasks_completed_total", **fn) == REQUESTS
+    assert value(samples, "hybrid_task_run_seconds_count", **fn) == REQUESTS
+    assert value(samples, "hybrid_task_queue_wait_seconds_count", **fn) == REQUESTS
+    assert value(samples, "hybrid_tasks_crashed_total", pool="default", function="exit_now") == 1
+    assert value(samples, "hybrid_engine_tasks_completed_total", pool="web") == REQUESTS
+    assert value(samples, "hybrid_engine_tasks_completed_total", pool="default") == 0
+    assert value(samples, "hybrid_engine_tasks_crashed_total", pool="default") == 1
+    assert value(samples, "hybrid_worker_restarts_total", pool="default") == 1
+    assert value(samples, "hybrid_worker_restarts_total", pool="web") == 0
+    assert value(samples, "hybrid_workers", pool="web") == 2
+    assert value(samples, "hybrid_workers", pool="default") == 1
+    assert value(samples, "hybrid_loop_lag_seconds") >= 0
+    reported_pids = {
+        (dict(labels)["pool"], int(dict(labels)["pid"]))
+        for name, labels in samples
+        if name == "hybrid_worker_info"
+    }
+    assert reported_pids == {
+        (pool, worker.pid)
+        for pool in ("default", "web")
+        for worker in engine.stats(pool).per_worker
+    }
+    for slot in ("0", "1"):
+        rss = value(samples, "hybrid_worker_resident_memory_bytes", pool="web", worker=slot)
+        assert rss > 1_000_000
+
+
+async def test_the_grafana_dashboard_charts_only_metrics_that_exist(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    charted = {name for expr in expressions for name in re.findall(r"\bhybrid_\w+", expr)}
+    app = web.Application()
+    aiohttp_web.setup(app, workers=1, metrics=True)
+    server = await serve(app)
+    async with http.get(server.make_url("/metrics")) as response:
+        families = list(text_string_to_metric_families(await response.text()))
+    exported = {
+        family.name + suffix
+        for family in families
+        for suffix in ("", "_total", "_bucket", "_count", "_sum")
+    }
+    assert charted
+    assert charted <= exported, charted - exported
