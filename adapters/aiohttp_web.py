@@ -235,7 +235,10 @@ async def offload(
         )
     except (hybrid.Overloaded, hybrid.EngineClosed) as exc:
         _tell(observer, name, pool, "rejected", None, None)
-        raise _unavailable(engine, exc) from exc
+        raise _unavailable(engine, pool, exc) from exc
+    except BaseException:  # e.g. NotPicklable: the call never left this process
+        _tell(observer, name, pool, "failed", None, None)
+        raise
     watch = app.get(DISCONNECT_WATCH_KEY) or _DisconnectWatch()
     waiter = watch.add(request, lambda: engine.cancel(task))
     outcome = "failed"
@@ -256,7 +259,7 @@ async def offload(
         outcome = "crashed"
         raise web.HTTPInternalServerError(text="the worker died running the request") from exc
     except hybrid.EngineClosed as exc:
-        raise _unavailable(engine, exc) from exc
+        raise _unavailable(engine, pool, exc) from exc
     finally:
         watch.discard(waiter)
         _tell(observer, name, pool, outcome, *_task_times(task))
@@ -283,16 +286,19 @@ def _task_times(task: Any) -> tuple[float | None, float | None]:
     return max(0.0, batch.started_at - task.submitted_at), max(0.0, now - batch.started_at)
 
 
-def _unavailable(engine: hybrid.Engine, exc: hybrid.HybridError) -> web.HTTPServiceUnavailable:
+def _unavailable(
+    engine: hybrid.Engine, pool: str, exc: hybrid.HybridError
+) -> web.HTTPServiceUnavailable:
     return web.HTTPServiceUnavailable(
-        text=str(exc), headers={"Retry-After": str(retry_after_s(engine))}
+        text=str(exc), headers={"Retry-After": str(retry_after_s(engine, pool))}
     )
 
 
-def retry_after_s(engine: hybrid.Engine) -> int:
-    """Whole seconds until the queue has probably drained: queued x median task time / workers."""
+def retry_after_s(engine: hybrid.Engine, pool: str = "default") -> int:
+    """Whole seconds until the pool's queue has probably drained: queued x median task
+    time / workers, at least 1 and at most ``MAX_RETRY_AFTER_S``."""
     try:
-        stats = engine.stats()
+        stats = engine.stats(pool)
     except hybrid.EngineClosed:
         return MAX_RETRY_AFTER_S
     task_s = stats.task_p50_s or 0.0

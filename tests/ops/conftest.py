@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.ops.test_logs import Collect
 
-Serve = Callable[[web.Application], Awaitable[TestServer]]
+Serve = Callable[..., Awaitable[TestServer]]
 
 
 @pytest.fixture
@@ -20,8 +21,8 @@ async def serve() -> AsyncIterator[Serve]:
     """Start apps on 127.0.0.1 (startup runs their engines); close them at teardown."""
     servers: list[TestServer] = []
 
-    async def start(app: web.Application) -> TestServer:
-        server = TestServer(app, host="127.0.0.1")
+    async def start(app: web.Application, **runner_options: Any) -> TestServer:
+        server = TestServer(app, host="127.0.0.1", **runner_options)
         servers.append(server)
         await server.start_server()
         return server

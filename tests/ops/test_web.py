@@ -6,6 +6,7 @@ import asyncio
 import os
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 import hybrid
@@ -108,11 +109,13 @@ async def test_a_full_queue_answers_503_with_retry_after(
             assert response.status == 200
 
 
+@pytest.mark.parametrize("handler_cancellation", [False, True])
 async def test_client_disconnect_cancels_the_task_and_frees_its_worker(
-    serve: Serve, http: aiohttp.ClientSession
+    serve: Serve, http: aiohttp.ClientSession, handler_cancellation: bool
 ) -> None:
+    """Whether aiohttp cancels the handler itself (handler_cancellation) or not."""
     app = make_app(workers=1)
-    server = await serve(app)
+    server = await serve(app, handler_cancellation=handler_cancellation)
     engine = aiohttp_web.get_engine(app)
     (busy_pid,) = worker_pids(engine)
     request = asyncio.ensure_future(http.get(server.make_url("/sleep"), params={"s": "60"}))
