@@ -1,0 +1,62 @@
+"""Sharing between processes without races or copies.
+
+- Large buffers by shared memory: :func:`publish` once, every worker maps the handle;
+  :func:`pack` / :func:`unpack` / :func:`unpack_result` move large arguments and
+  results of one call, and the call's :class:`Lease` always releases them.
+- Shared state: :class:`Counter` (lock-free adds), :class:`SharedValue` (atomic
+  read-modify-write) and :class:`NamedLock` (a timeout, and a dead holder frees it).
+- :class:`Sink`: an append-only JSON Lines / CSV file for many writers; :func:`read_records`.
+- :class:`MemoryCache` and the :class:`Cache` protocol, keyed by :func:`call_key`.
+
+Everything here is picklable and works with the fork, forkserver and spawn start methods.
+"""
+
+from ._appending import OptimisticConflict
+from ._cache import Cache, MemoryCache, call_key
+from ._counter import Counter
+from ._lock import LockTimeout, NamedLock
+from ._memory import Published, SharedBytes, publish
+from ._payload import (
+    DEFAULT_THRESHOLD_BYTES,
+    Lease,
+    LeaseReleased,
+    Reply,
+    call_packed,
+    call_packed_kw,
+    pack,
+    pack_result,
+    unpack,
+    unpack_result,
+)
+from ._reading import read_records
+from ._segment import leftover_segments, remove_orphaned_segments
+from ._sink import Sink
+from ._value import SharedValue
+
+__all__ = [
+    "DEFAULT_THRESHOLD_BYTES",
+    "Cache",
+    "Counter",
+    "Lease",
+    "LeaseReleased",
+    "LockTimeout",
+    "MemoryCache",
+    "NamedLock",
+    "OptimisticConflict",
+    "Published",
+    "Reply",
+    "SharedBytes",
+    "SharedValue",
+    "Sink",
+    "call_key",
+    "call_packed",
+    "call_packed_kw",
+    "leftover_segments",
+    "pack",
+    "pack_result",
+    "publish",
+    "read_records",
+    "remove_orphaned_segments",
+    "unpack",
+    "unpack_result",
+]
