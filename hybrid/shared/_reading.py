@@ -15,20 +15,28 @@ def read_records(path: str | os.PathLike[str], format: Format = "jsonl") -> Iter
     """Yield the whole records of a sink file, in file order.
 
     A torn last line (a writer killed mid-write) is skipped. In an optimistic file only
-    the committed length counts, and the gap a writer leaves when it dies between
-    claiming a region and filling it (NUL bytes) is skipped. CSV files yield lists of
-    strings, the header row included.
+    the committed length counts, and what a writer that died or collided left inside
+    it (NUL-filled gaps, fragments of unacknowledged lines) is skipped. CSV files yield
+    lists of strings, the header row included.
 
     Raises:
-        ValueError: a line other than the last is not a whole record (the file was
-            written by something else).
+        ValueError: in a flock file, a line other than the last is not a whole record
+            (the file was written by something else).
     """
     data = Path(path).read_bytes()
-    if data.startswith(b"#hybrid-sink "):
+    optimistic = data.startswith(b"#hybrid-sink ")
+    if optimistic:
         header = _appending.parse_header(data[: _appending.HEADER_BYTES])
         data = data[_appending.HEADER_BYTES : header.committed_bytes]
     *lines, _torn = data.split(b"\n")
     for line in lines:
-        whole = line.lstrip(b"\0")
+        if not optimistic:
+            yield decode_line(line, format)
+            continue
+        whole = line.rpartition(b"\0")[2]  # before a NUL: a dead writer's fragment
         if whole:
-            yield decode_line(whole, format)
+            try:
+                record = decode_line(whole, format)
+            except ValueError:
+                continue
+            yield record

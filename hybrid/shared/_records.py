@@ -11,9 +11,7 @@ from typing import Any, Literal
 Format = Literal["jsonl", "csv"]
 
 
-def encode_lines(
-    records: Iterable[Any], format: Format, fields: Sequence[str] | None
-) -> bytes:
+def encode_lines(records: Iterable[Any], format: Format, fields: Sequence[str] | None) -> bytes:
     """Encode records as newline-terminated UTF-8 lines.
 
     Raises:
@@ -49,8 +47,8 @@ def csv_row(record: Any, fields: Sequence[str] | None) -> list[Any]:
         if fields is not None and len(row) != len(fields):
             raise ValueError(f"CSV record has {len(row)} values for {len(fields)} fields")
     for value in row:
-        if isinstance(value, str) and ("\n" in value or "\r" in value):
-            raise ValueError(f"CSV values may not contain newlines: {value!r}")
+        if isinstance(value, str) and ("\n" in value or "\r" in value or "\0" in value):
+            raise ValueError(f"CSV values may not contain newlines or NUL: {value!r}")
     return row
 
 

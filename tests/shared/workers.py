@@ -1,0 +1,111 @@
+"""Functions the shared-state tests run in worker processes (importable by every start method)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hybrid.shared import Counter, NamedLock, SharedBytes, SharedValue, Sink
+
+_state: dict[str, Any] = {}
+
+
+def digest_of_handle(handle: SharedBytes) -> tuple[int, str, bool]:
+    """Map a published buffer read-only: (pid, sha256, whether it is read-only)."""
+    view = handle.view()
+    return os.getpid(), hashlib.sha256(view).hexdigest(), view.readonly
+
+
+def reverse_bytes(data: bytes) -> bytes:
+    if not isinstance(data, bytes):
+        raise TypeError(f"expected bytes, got {type(data).__qualname__}")
+    return data[::-1]
+
+
+def describe_args(data: Any, extra: Any) -> tuple[str, int, str]:
+    return type(data).__qualname__, len(data), type(extra).__qualname__
+
+
+def fail_with(data: bytes) -> None:
+    raise ValueError(f"refused {len(data)} bytes")
+
+
+def sleep_with(data: bytes, seconds: float) -> bytes:
+    time.sleep(seconds)
+    return data
+
+
+def die_with(data: bytes) -> None:
+    os._exit(3)
+
+
+def add_many(counter: Counter, times: int) -> int:
+    for _ in range(times):
+        counter.add(1)
+    return os.getpid()
+
+
+def remember(**shared: Any) -> None:
+    """An engine initializer: keep shared objects for the tasks of this worker."""
+    _state.update(shared)
+
+
+def remember_counter(counter: Counter) -> None:
+    """An engine initializer taking the counter positionally (as ``initargs`` passes it)."""
+    _state["counter"] = counter
+
+
+def add_to_remembered(times: int) -> int:
+    counter: Counter = _state["counter"]
+    for _ in range(times):
+        counter.add(1)
+    return os.getpid()
+
+
+def add_through_initializer(counter: Counter, times: int) -> None:
+    """A process body that receives the counter the way an initializer would."""
+    remember(counter=counter)
+    add_to_remembered(times)
+
+
+def add_to_value(value: SharedValue[int], times: int) -> None:
+    for _ in range(times):
+        value.add(1)
+
+
+def increment_file_under_lock(lock: NamedLock, path: str, times: int) -> None:
+    """A read-modify-write of a plain file that loses updates unless the lock excludes."""
+    for _ in range(times):
+        with lock.hold(timeout_s=30):
+            file = Path(path)
+            count = int(file.read_text() or "0")
+            file.write_text(str(count + 1))
+
+
+def hold_lock_forever(lock: NamedLock, ready_path: str) -> None:
+    lock.acquire()
+    Path(ready_path).write_text("held")
+    time.sleep(3600)
+
+
+def try_lock(lock: NamedLock, timeout_s: float) -> bool:
+    acquired = lock.acquire(timeout_s)
+    if acquired:
+        lock.release()
+    return acquired
+
+
+def write_records(sink: Sink, writer: int, batches: int, batch_size: int, ack_path: str) -> None:
+    """Write numbered records; after each batch returns, append its ids to the ack file."""
+    pad = "x" * 200
+    ack = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for batch in range(batches):
+            ids = [f"{writer}-{batch}-{index}" for index in range(batch_size)]
+            sink.write_many({"id": record_id, "pad": pad} for record_id in ids)
+            os.write(ack, ("\n".join(ids) + "\n").encode())
+    finally:
+        os.close(ack)
