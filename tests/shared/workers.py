@@ -98,9 +98,11 @@ def try_lock(lock: NamedLock, timeout_s: float) -> bool:
     return acquired
 
 
-def write_records(sink: Sink, writer: int, batches: int, batch_size: int, ack_path: str) -> None:
+def write_records(
+    sink: Sink, writer: int, batches: int, batch_size: int, ack_path: str, pad_bytes: int = 200
+) -> None:
     """Write numbered records; after each batch returns, append its ids to the ack file."""
-    pad = "x" * 200
+    pad = "x" * pad_bytes
     ack = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         for batch in range(batches):
