@@ -3,14 +3,18 @@
 ::
 
     from aiohttp import web
-    from adapters import aiohttp_web
 
-    async def render(request: web.Request) -> web.Response:
-        page = await aiohttp_web.offload(request, render_page, request.match_info["id"])
-        return web.Response(text=page)
+    from adapters import aiohttp_web
+    from examples.webapp.work import crunch  # any importable module-level function
+
+    async def total(request: web.Request) -> web.Response:
+        rounds = int(request.query.get("rounds", "1000"))
+        value = await aiohttp_web.offload(request, crunch, rounds, timeout=5.0)
+        return web.json_response({"total": value})
 
     app = web.Application()
-    aiohttp_web.setup(app, workers=4, max_queued=256, metrics=True)
+    app.router.add_get("/total", total)
+    aiohttp_web.setup(app, workers=2, max_queued=256, metrics=True)
 
 :func:`setup` starts the engine (and a loop-lag watch, and optionally worker log
 forwarding and ``/metrics``) when the app starts and closes them on cleanup.

@@ -2,10 +2,21 @@
 
 In the parent::
 
-    with LogForwarding() as forwarding:
-        async with hybrid.Engine(initializer=install_worker_logging,
-                                 initargs=forwarding.initargs) as engine:
-            await engine.run(call_with_task_id, "order-17", fn, x)
+    import logging
+
+    import hybrid
+    from hybrid.logs import LogForwarding, call_with_task_id, install_worker_logging
+
+    async def main() -> None:
+        with LogForwarding() as forwarding:
+            async with hybrid.Engine(
+                workers=1, initializer=install_worker_logging, initargs=forwarding.initargs
+            ) as engine:
+                # logging.warning runs in the worker; its record is logged here.
+                await engine.run(call_with_task_id, "order-17", logging.warning, "from a worker")
+
+    if __name__ == "__main__":  # workers re-import this module
+        hybrid.run(main())
 
 Every record a task logs in a worker reaches the parent's logger of the same name with
 two extra attributes, ``worker_pid`` and ``task_id`` (None unless the caller named the
