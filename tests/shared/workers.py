@@ -111,3 +111,16 @@ def write_records(
             os.write(ack, ("\n".join(ids) + "\n").encode())
     finally:
         os.close(ack)
+
+
+def slow_square(calls: Counter, x: int, seconds: float) -> int:
+    """Count the call in a shared counter, then take ``seconds`` to square ``x``."""
+    calls.add(1)
+    time.sleep(seconds)
+    return x * x
+
+
+def slow_failure(calls: Counter, seconds: float) -> None:
+    calls.add(1)
+    time.sleep(seconds)
+    raise KeyError("no such page")
