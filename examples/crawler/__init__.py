@@ -1,0 +1,1 @@
+"""hybrid's example crawler: ``python -m examples.crawler --demo`` (see ``--help``)."""

@@ -1,0 +1,25 @@
+"""``python -m examples.crawler``: see ``--help``."""
+
+from __future__ import annotations
+
+import sys
+
+import hybrid
+
+from .cli import UsageError, parse_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    try:
+        config = parse_config(arguments)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .app import run
+
+    return hybrid.run(run(config, arguments))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The crawl itself: fetch tasks on the loop, parsing in worker processes, outcomes stored.
+
+``concurrency`` fetch tasks each take a URL from the frontier, check robots.txt, fetch it
+(the fetcher applies per-host limits and delays), send the body to a worker process for
+parsing, and hand the outcome and the new links back to the frontier, which stores them
+atomically. Every per-URL problem ends as that URL's outcome with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import hybrid
+from hybrid.fetching import Fetcher, FetchResult
+
+from .frontier import DONE, FAILED, SKIPPED, Job, Outcome
+from .parse import Parsed, parse_page
+from .robots import RobotsCache
+from .urls import Scope
+
+PARSE_TIMEOUT_S = 60.0  # a page whose parse (with the user hook) takes longer fails
+LATENCY_SAMPLES_KEPT = 50_000  # fetch transit samples kept for percentiles
+
+
+class Frontier(Protocol):
+    """What the crawl needs from a frontier (SQLite or Redis)."""
+
+    stopping: bool
+
+    async def next(self) -> Job | None: ...
+
+    def add_links(self, links: tuple[str, ...], depth: int) -> list[tuple[str, int]]: ...
+
+    def complete(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None: ...
+
+    def record_unqueued(self, url: str, depth: int, state: int, reason: str) -> None: ...
+
+    def queued_in_memory(self) -> int: ...
+
+    def wake(self) -> None: ...
+
+
+@dataclass
+class CrawlStats:
+    """Live counters, read by the progress display and the summary."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    transit_s: list[float] = field(default_factory=list)
+
+    def record(self, outcome: Outcome) -> None:
+        name = {DONE: "done", FAILED: "failed", SKIPPED: "skipped"}[outcome.state]
+        self.outcomes[name] += 1
+        if outcome.reason:
+            self.reasons[outcome.reason.split(":")[0][:40]] += 1
+
+    def record_transit(self, transit_s: float) -> None:
+        if len(self.transit_s) < LATENCY_SAMPLES_KEPT:
+            self.transit_s.append(transit_s)
+
+    @property
+    def finished(self) -> int:
+        return sum(self.outcomes.values())
+
+    def pages_per_s(self) -> float:
+        elapsed_s = time.monotonic() - self.started_at
+        return self.finished / elapsed_s if elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class CrawlSettings:
+    """What the fetch tasks need to know."""
+
+    concurrency: int
+    max_depth: int | None
+    scope: Scope
+    hook: str | None
+
+
+class Crawl:
+    """One crawl over a frontier; :meth:`run` returns when it is over or stopped."""
+
+    def __init__(
+        self,
+        settings: CrawlSettings,
+        frontier: Frontier,
+        fetcher: Fetcher,
+        robots: RobotsCache,
+        engine: hybrid.Engine,
+    ) -> None:
+        self.settings = settings
+        self.frontier = frontier
+        self.fetcher = fetcher
+        self.robots = robots
+        self.engine = engine
+        self.stats = CrawlStats()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for number in range(self.settings.concurrency):
+                group.create_task(self._fetch_loop(), name=f"fetch-{number}")
+
+    def stop(self) -> None:
+        """Take no new URL; the ones in flight finish and are stored."""
+        self.frontier.stopping = True
+        self.frontier.wake()
+
+    async def _fetch_loop(self) -> None:
+        while (job := await self.frontier.next()) is not None:
+            self.stats.in_flight += 1
+            try:
+                outcome, links = await self._crawl_one(job)
+            finally:
+                self.stats.in_flight -= 1
+            self.stats.record(outcome)
+            self.frontier.complete(job, outcome, links)
+
+    async def _crawl_one(self, job: Job) -> tuple[Outcome, list[tuple[str, int]]]:
+        if not await self.robots.allowed(job.url):
+            return Outcome(SKIPPED, reason="robots.txt disallows"), []
+        fetched = await self.fetcher.fetch(job.url)
+        if fetched.status:
+            self.stats.record_transit(fetched.transit_s)
+        if not fetched.ok:
+            state = SKIPPED if fetched.filtered else FAILED
+            return Outcome(state, fetched.status, fetched.error), []
+        parsed = await self._parse(fetched)
+        if parsed.error is not None:
+            return Outcome(FAILED, fetched.status, parsed.error), []
+        links = self._links(job, parsed)
+        return Outcome(DONE, fetched.status, page=_page_row(job, fetched, parsed)), links
+
+    async def _parse(self, fetched: FetchResult) -> Parsed:
+        try:
+            return await self.engine.run(
+                parse_page,
+                fetched.final_url,
+                fetched.body,
+                self.settings.scope,
+                self.settings.hook,
+                timeout=PARSE_TIMEOUT_S,
+                retries=1,
+            )
+        except hybrid.HybridError as exc:
+            return Parsed(error=f"parse: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return Parsed(error=f"parse: {type(exc).__name__}: {exc}")
+
+    def _links(self, job: Job, parsed: Parsed) -> list[tuple[str, int]]:
+        depth = job.depth + 1
+        if self.settings.max_depth is not None and depth > self.settings.max_depth:
+            return []
+        for href, reason in parsed.invalid_links:
+            self.frontier.record_unqueued(href, depth, FAILED, reason)
+        return self.frontier.add_links(parsed.links, depth)
+
+
+def _page_row(job: Job, fetched: FetchResult, parsed: Parsed) -> tuple[object, ...]:
+    return (
+        job.url,
+        fetched.final_url,
+        fetched.status,
+        job.depth,
+        parsed.title,
+        parsed.text,
+        parsed.text_chars,
+        json.dumps(parsed.meta),
+        parsed.canonical,
+        len(parsed.links),
+        json.dumps(parsed.extra),
+        round(fetched.transit_s * 1000, 3),
+        time.time(),
+    )

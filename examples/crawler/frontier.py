@@ -1,0 +1,195 @@
+"""The crawl frontier on disk (SQLite), with a bounded in-memory window.
+
+Every URL ever discovered is one row of ``urls`` (the seen set); its ``state`` says
+whether it is queued, done, failed or skipped. Queued rows are loaded in id order, a
+window at a time. A page's result, its new links and the state that marks it done are
+written by one :meth:`SqliteFrontier.complete` call, which the store commits in one
+transaction: after a crash the same command picks up every queued row again, so nothing
+is lost and at most the pages that were in flight are fetched twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.sqlite import SqliteStore
+from hybrid.storage import Write
+
+QUEUED, DONE, FAILED, SKIPPED = 0, 1, 2, 3
+STATE_NAMES = {QUEUED: "queued", DONE: "done", FAILED: "failed", SKIPPED: "skipped"}
+SEEN_CACHE_URLS = 100_000  # recently seen URLs kept in memory to skip duplicate inserts
+
+SCHEMA = (
+    """
+    CREATE TABLE urls (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        depth INTEGER NOT NULL,
+        state INTEGER NOT NULL DEFAULT 0,
+        status INTEGER,
+        reason TEXT
+    );
+    CREATE INDEX urls_queued ON urls(id) WHERE state = 0;
+    CREATE TABLE pages (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL,
+        final_url TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        depth INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        text TEXT NOT NULL,
+        text_chars INTEGER NOT NULL,
+        meta TEXT NOT NULL,
+        canonical TEXT,
+        links INTEGER NOT NULL,
+        extra TEXT NOT NULL,
+        transit_ms REAL NOT NULL,
+        fetched_at REAL NOT NULL
+    );
+    CREATE INDEX pages_url ON pages(url)
+    """,
+)
+INSERT_URL = "INSERT OR IGNORE INTO urls (url, depth) VALUES (?, ?)"
+INSERT_OUTCOME = (
+    "INSERT INTO urls (url, depth, state, status, reason) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (url) DO NOTHING"
+)
+SET_STATE = "UPDATE urls SET state = ?, status = ?, reason = ? WHERE id = ?"
+INSERT_PAGE = (
+    "INSERT INTO pages (url, final_url, status, depth, title, text, text_chars, meta, "
+    "canonical, links, extra, transit_ms, fetched_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One URL to crawl; ``key`` identifies it in its frontier."""
+
+    key: Any
+    url: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one URL ended: its state, HTTP status, reason and page row (when done)."""
+
+    state: int
+    status: int = 0
+    reason: str | None = None
+    page: tuple[Any, ...] | None = None
+
+
+class SeenCache:
+    """A bounded memory of URLs already queued; the database stays the authority."""
+
+    def __init__(self, limit: int = SEEN_CACHE_URLS) -> None:
+        self._urls: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def first_time(self, url: str) -> bool:
+        if url in self._urls:
+            return False
+        self._urls[url] = None
+        if len(self._urls) > self._limit:
+            self._urls.popitem(last=False)
+        return True
+
+
+class SqliteFrontier:
+    """Hands out queued URLs in discovery order and records their outcomes atomically.
+
+    Args:
+        store: the crawl's database.
+        window: queued URLs held in memory at most.
+        max_pages: stop handing out URLs after this many outcomes (``None``: no limit).
+    """
+
+    def __init__(self, store: SqliteStore, *, window: int, max_pages: int | None) -> None:
+        self.store = store
+        self._window: deque[Job] = deque()
+        self._window_size = window
+        self._max_pages = max_pages
+        self._cursor = 0
+        self._handed_out = 0
+        self._in_flight = 0
+        self._progress = asyncio.Event()
+        self._refill_lock = asyncio.Lock()
+        self._seen = SeenCache()
+        self.stopping = False
+
+    async def start(self, seeds: Iterable[str]) -> int:
+        """Queue ``seeds`` (known URLs are ignored); return outcomes already recorded."""
+        await self.store.write([Write(INSERT_URL, [(url, 0) for url in seeds])])
+        rows = await self.store.read("SELECT count(*) FROM urls WHERE state != 0")
+        recorded = int(rows[0][0])
+        self._handed_out = recorded
+        return recorded
+
+    async def next(self) -> Job | None:
+        """The next URL to crawl, or ``None`` when the crawl is over (or stopping)."""
+        while not self.stopping:
+            if self._max_pages is not None and self._handed_out >= self._max_pages:
+                return None
+            if self._window:
+                self._handed_out += 1
+                self._in_flight += 1
+                return self._window.popleft()
+            async with self._refill_lock:
+                if self._window:
+                    continue
+                await self._refill()
+                if self._window:
+                    continue
+                if self._in_flight == 0:
+                    return None
+                self._progress.clear()
+            await self._progress.wait()
+        return None
+
+    def add_links(self, links: Iterable[str], depth: int) -> list[tuple[str, int]]:
+        """The links not seen recently, as rows for :meth:`complete`."""
+        return [(url, depth) for url in links if self._seen.first_time(url)]
+
+    def complete(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None:
+        """Record ``outcome`` and queue ``links``, all in one transaction."""
+        writes = [Write(INSERT_URL, links)] if links else []
+        if outcome.page is not None:
+            writes.append(Write(INSERT_PAGE, [outcome.page]))
+        writes.append(Write(SET_STATE, [(outcome.state, outcome.status, outcome.reason, job.key)]))
+        self.store.submit(writes).add_done_callback(self._committed)
+
+    def record_unqueued(self, url: str, depth: int, state: int, reason: str) -> None:
+        """Record a URL that is never fetched (e.g. an invalid link) with its reason."""
+        self.store.submit([Write(INSERT_OUTCOME, [(url, depth, state, 0, reason)])])
+
+    def queued_in_memory(self) -> int:
+        return len(self._window)
+
+    def wake(self) -> None:
+        self._progress.set()
+
+    def _committed(self, future: asyncio.Future[None]) -> None:
+        self._in_flight -= 1
+        self._progress.set()
+
+    async def _refill(self) -> None:
+        await self.store.flush()
+        rows = await self.store.read(
+            "SELECT id, url, depth FROM urls WHERE state = 0 AND id > ? ORDER BY id LIMIT ?",
+            (self._cursor, self._window_size),
+        )
+        for key, url, depth in rows:
+            self._window.append(Job(key, url, depth))
+            self._cursor = key
+
+
+async def counts(store: SqliteStore) -> dict[str, int]:
+    """URLs per state, by state name."""
+    rows = await store.read("SELECT state, count(*) FROM urls GROUP BY state")
+    found = {STATE_NAMES.get(state, str(state)): int(n) for state, n in rows}
+    return {name: found.get(name, 0) for name in STATE_NAMES.values()}

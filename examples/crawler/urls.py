@@ -1,0 +1,89 @@
+"""URL normalisation and the crawl's scope filter.
+
+Normalising makes equal pages compare equal: scheme and host lower case, default ports
+dropped, fragment dropped, an empty path made ``/``, and query parameters sorted by name
+(a stable sort, so repeated names keep their order, which is what makes it safe).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_URL_CHARS = 2048  # longer URLs are almost always traps
+
+
+class InvalidUrl(ValueError):
+    """A URL that cannot be crawled; the message says why."""
+
+
+def normalise(url: str, base: str | None = None) -> str:
+    """Resolve ``url`` against ``base`` and return its normal form.
+
+    Raises:
+        InvalidUrl: not http(s), no host, a bad port or too long.
+    """
+    try:
+        absolute = urljoin(base, url.strip()) if base else url.strip()
+        parts = urlsplit(absolute)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidUrl(f"invalid URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise InvalidUrl(f"invalid URL {url!r}: only http and https are crawled")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise InvalidUrl(f"invalid URL {url!r}: no host")
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    query = "&".join(sorted(parts.query.split("&"), key=lambda p: p.split("=", 1)[0]))
+    normal = urlunsplit((scheme, netloc, parts.path or "/", query if parts.query else "", ""))
+    if len(normal) > MAX_URL_CHARS:
+        raise InvalidUrl(f"URL longer than {MAX_URL_CHARS} characters")
+    return normal
+
+
+def host_of(url: str) -> str:
+    """``"name:port"`` of a normalised URL (the key per-host limits use)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or DEFAULT_PORTS.get(parts.scheme, 80)}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which discovered URLs the crawl follows.
+
+    Attributes:
+        domains: hosts (and their subdomains) to stay on; empty: any host.
+        allow: regexes; when any is given, a URL must match one.
+        deny: regexes; a URL matching one is dropped.
+    """
+
+    domains: frozenset[str] = frozenset()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+    def compiled(self) -> CompiledScope:
+        return CompiledScope(self)
+
+
+class CompiledScope:
+    """A :class:`Scope` with its patterns compiled (raises ``re.error`` on a bad one)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.domains = scope.domains
+        self.allow = [re.compile(p) for p in scope.allow]
+        self.deny = [re.compile(p) for p in scope.deny]
+
+    def follows(self, url: str) -> bool:
+        if self.domains:
+            host = urlsplit(url).hostname or ""
+            if not any(host == d or host.endswith("." + d) for d in self.domains):
+                return False
+        if self.allow and not any(p.search(url) for p in self.allow):
+            return False
+        return not any(p.search(url) for p in self.deny)
