@@ -228,6 +228,7 @@ def report(runs: dict[str, list[Run]]) -> None:
 
 
 async def main(rounds: int, duration_s: float, setups: list[str]) -> None:
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     runs: dict[str, list[Run]] = {setup: [] for setup in setups}
     for number in range(1, rounds + 1):
         for setup in setups:
@@ -235,10 +236,13 @@ async def main(rounds: int, duration_s: float, setups: list[str]) -> None:
             runs[setup].append(run)
             print(
                 f"round {number} {setup:<15} {run.throughput_per_s:7.1f} req/s  "
-                f"health p50 {run.health_p50_ms:7.2f} ms  p99 {run.health_p99_ms:8.2f} ms",
+                f"health p50 {run.health_p50_ms:7.2f} ms  p99 {run.health_p99_ms:8.2f} ms  "
+                f"parent CPU {run.parent_cpu_ms_per_request:.3f} ms/req",
                 flush=True,
             )
     report(runs)
+    print(f"load average after: {os.getloadavg()[0]:.2f} (the machine is shared: other loads "
+          "skew single runs; compare within a round)")  # fmt: skip
 
 
 if __name__ == "__main__":
