@@ -24,9 +24,11 @@ from ._payload import (
     call_packed,
     call_packed_kw,
     pack,
+    pack_async,
     pack_result,
     unpack,
     unpack_result,
+    unpack_result_async,
 )
 from ._reading import read_records
 from ._segment import leftover_segments, remove_orphaned_segments
@@ -53,10 +55,12 @@ __all__ = [
     "call_packed_kw",
     "leftover_segments",
     "pack",
+    "pack_async",
     "pack_result",
     "publish",
     "read_records",
     "remove_orphaned_segments",
     "unpack",
     "unpack_result",
+    "unpack_result_async",
 ]

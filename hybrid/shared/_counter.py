@@ -53,8 +53,8 @@ class Counter:
         self._owner_pid = os.getpid()
         self._cells = cells
         self._cell: Any = None
-        self._cell_pid = -1
-        self._mapped = _mapped.attach(name)
+        self._cell_lock: Any = None
+        self._generation = -1
 
     @classmethod
     def attach(cls, name: str) -> Counter:
@@ -63,8 +63,9 @@ class Counter:
         counter.name = name
         counter._owner_pid = -1
         counter._cell = None
-        counter._cell_pid = -1
-        counter._mapped = mapped = _mapped.attach(name)
+        counter._cell_lock = None
+        counter._generation = -1
+        mapped = _mapped.attach(name)
         magic, counter._cells = _HEADER.unpack_from(mapped.mm, 0)
         if magic != _MAGIC:
             raise ValueError(f"{name} is not a hybrid counter")
@@ -78,14 +79,14 @@ class Counter:
 
     def add(self, amount: int = 1) -> None:
         """Add ``amount`` (may be negative); lock-free, safe from any process or thread."""
-        if self._cell_pid != os.getpid():
+        if self._generation != _mapped.fork_generation:
             self._claim()
-        if self._mapped.slot == 0:
-            with self._mapped.locked():
-                self._cell.value += amount
-            return
-        with self._mapped.thread_lock:
+        lock = self._cell_lock
+        lock.acquire()
+        try:
             self._cell.value += amount
+        finally:
+            lock.release()
 
     @property
     def value(self) -> int:
@@ -124,10 +125,12 @@ class Counter:
         if mapped.slot < 0:
             with mapped.locked() as mm:
                 mapped.slot = _claim_cell(mm, self._cells)
-        self._mapped = mapped
         offset = _CELL_BYTES * (mapped.slot + 1) + 8
         self._cell = ctypes.c_int64.from_buffer(mapped.mm, offset)
-        self._cell_pid = os.getpid()
+        # Only this process writes its own cell, so threads are all it must exclude;
+        # the shared cell 0 also needs the file lock.
+        self._cell_lock = mapped if mapped.slot == 0 else mapped.thread_lock
+        self._generation = _mapped.fork_generation
 
 
 def _claim_cell(mm: Any, cells: int) -> int:

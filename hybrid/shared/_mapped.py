@@ -23,6 +23,18 @@ class Mapped:
     thread_lock: threading.Lock = field(default_factory=threading.Lock)
     slot: int = -1  # a Counter's slot claimed by this process
 
+    def acquire(self) -> None:
+        self.thread_lock.acquire()
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.thread_lock.release()
+
     @contextmanager
     def locked(self) -> Iterator[mmap.mmap]:
         """Hold the file's lock: other threads wait on the thread lock, other processes on flock."""
@@ -35,8 +47,21 @@ class Mapped:
 
 
 _mapped: dict[str, Mapped] = {}
-_mapped_pid = -1
 _registry_lock = threading.Lock()
+fork_generation = 0  # bumped in a forked child: objects compare it instead of calling getpid
+
+
+def _forget_inherited() -> None:
+    """In a forked child: the inherited descriptors share flock state with the parent."""
+    global fork_generation, _registry_lock
+    fork_generation += 1
+    _registry_lock = threading.Lock()  # a parent thread may have held it at fork time
+    for inherited in _mapped.values():
+        os.close(inherited.fd)
+    _mapped.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
 
 
 def create(name: str, initial: bytes) -> None:
@@ -46,14 +71,7 @@ def create(name: str, initial: bytes) -> None:
 
 def attach(name: str) -> Mapped:
     """This process's mapping of ``name``, made on first use (and again after a fork)."""
-    global _mapped_pid
     with _registry_lock:
-        if _mapped_pid != os.getpid():
-            # After fork: the inherited descriptors share flock state with the parent.
-            for inherited in _mapped.values():
-                os.close(inherited.fd)
-            _mapped.clear()
-            _mapped_pid = os.getpid()
         mapped = _mapped.get(name)
         if mapped is None:
             fd = os.open(_segment.path_of(name), os.O_RDWR | os.O_CLOEXEC)
@@ -66,5 +84,5 @@ def forget(name: str) -> None:
     """Drop this process's mapping of ``name`` (its memory goes when nothing uses it)."""
     with _registry_lock:
         mapped = _mapped.pop(name, None)
-    if mapped is not None and _mapped_pid == os.getpid():
+    if mapped is not None:
         os.close(mapped.fd)

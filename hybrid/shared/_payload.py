@@ -19,6 +19,8 @@ marker gone after creating its segment and removes the segment itself.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import secrets
 from collections.abc import Callable
@@ -111,6 +113,49 @@ def pack(
         lease.release()
         raise
     return packed, lease
+
+
+async def pack_async(
+    obj: Any, threshold_bytes: int = DEFAULT_THRESHOLD_BYTES, *, reply: bool = True
+) -> tuple[Any, Lease]:
+    """:func:`pack` without stalling the event loop: large copies happen in a thread.
+
+    Cancellation: if the caller is cancelled while the copy runs, the lease is released
+    as soon as the copy ends; nothing is left behind.
+    """
+    if not _holds_large(obj, threshold_bytes):
+        return pack(obj, threshold_bytes, reply=reply)
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(None, functools.partial(pack, obj, threshold_bytes, reply=reply))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(_release_packed)
+        raise
+
+
+async def unpack_result_async(packed: Any) -> Any:
+    """:func:`unpack_result` without stalling the event loop: large copies happen in a thread."""
+    if not _holds_handle(packed):
+        return packed
+    return await asyncio.to_thread(unpack_result, packed)
+
+
+def _release_packed(future: asyncio.Future[tuple[Any, Lease]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result()[1].release()
+
+
+def _holds_large(obj: Any, threshold_bytes: int) -> bool:
+    found: list[Any] = []
+    _replace(obj, lambda value: size_of(value) >= threshold_bytes, found.append)
+    return bool(found)
+
+
+def _holds_handle(obj: Any) -> bool:
+    found: list[Any] = []
+    _replace(obj, _is_handle, found.append)
+    return bool(found)
 
 
 def unpack(obj: Any) -> Any:

@@ -5,7 +5,7 @@ Python's resource tracker, which (3.11) unlinks or warns about segments that a w
 merely attached to. Plain files in the tmpfs avoid that: nothing is tracked, the owner
 unlinks, and a mapping stays valid after the unlink until the mapper lets it go.
 
-Every name starts with ``hybrid-<owner pid>-`` so an owner's leftovers can be listed,
+Every name starts with ``hybrid-shm-<owner pid>-`` so an owner's leftovers can be listed,
 and segments of owners that died can be swept.
 """
 
@@ -18,8 +18,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
-PREFIX = "hybrid-"
-_NAME = re.compile(r"^hybrid-(\d+)-[0-9a-z]+(?:-[0-9a-z]+)*$")
+PREFIX = "hybrid-shm-"  # distinct from the engine's own result areas ("hybrid-<pid>-...")
+_NAME = re.compile(r"^hybrid-shm-(\d+)-[0-9a-z]+(?:-[0-9a-z]+)*$")
 
 
 def shm_dir() -> Path:

@@ -55,7 +55,7 @@ class SharedValue(Generic[V]):
         return value
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return SharedValue.attach, (self.name, self.name.split("-")[3])
+        return SharedValue.attach, (self.name, self.name.split("-")[4])
 
     def __repr__(self) -> str:
         return f"<SharedValue {self.name} {self.get()!r}>"

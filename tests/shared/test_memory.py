@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +19,12 @@ from hybrid.shared import (
     LeaseReleased,
     leftover_segments,
     pack,
+    pack_async,
     pack_result,
     publish,
     remove_orphaned_segments,
     unpack,
-    unpack_result,
+    unpack_result_async,
 )
 from hybrid.shared._payload import call_packed
 
@@ -38,10 +41,10 @@ async def run_packed(
     timeout: float | None = None,
 ) -> Any:
     """What engine.run will do transparently: pack, run, unpack, and always release."""
-    packed, lease = pack(args, threshold_bytes)
+    packed, lease = await pack_async(args, threshold_bytes)
     try:
         packed_result = await engine.run(call_packed, fn, packed, lease.reply, timeout=timeout)
-        return unpack_result(packed_result)
+        return await unpack_result_async(packed_result)
     finally:
         lease.release()
 
@@ -139,10 +142,25 @@ async def test_a_result_made_after_the_lease_was_released_is_removed_by_the_work
     make_engine: Callable[..., Any],
 ) -> None:
     engine = await make_engine(workers=1)
-    packed, lease = pack((bytes(10),), MiB)
+    _, lease = pack((bytes(10),), MiB)
     lease.release()
     with pytest.raises(LeaseReleased):
         await engine.run(call_packed, workers.sleep_with, (bytes(2 * MiB), 0), lease.reply)
+    assert leftover_segments() == []
+
+
+async def test_a_caller_cancelled_while_packing_leaves_nothing_behind() -> None:
+    data = bytes(64 * MiB)
+    for delay_s in (0, 0.001, 0.01):
+        packing = asyncio.ensure_future(pack_async((data,), MiB))
+        await asyncio.sleep(delay_s)
+        packing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            _, lease = await packing
+            lease.release()
+    deadline = time.monotonic() + 10
+    while leftover_segments() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the copy thread finishes, then the lease is released
     assert leftover_segments() == []
 
 
@@ -179,7 +197,7 @@ def test_segments_of_a_dead_owner_are_swept() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     name = done.stdout.strip()
-    owner_pid = int(name.split("-")[1])
+    owner_pid = int(name.split("-")[2])
     assert leftover_segments(owner_pid) == [name]
     assert name in remove_orphaned_segments()
     assert leftover_segments(owner_pid) == []

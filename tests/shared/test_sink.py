@@ -33,7 +33,7 @@ def run_writers(
     sink: Sink, tmp_path: Path, *, killed: int, survivors: int, start_method: str
 ) -> list[str]:
     """Start writers (the first ``killed`` get SIGKILL mid-run); return acknowledged ids."""
-    context = multiprocessing.get_context(start_method)
+    context: Any = multiprocessing.get_context(start_method)
     processes = []
     acks = []
     for writer in range(killed + survivors):

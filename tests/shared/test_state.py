@@ -39,7 +39,7 @@ async def test_eight_processes_add_a_million_times_and_lose_nothing(
 def test_counter_given_through_the_initializer_works_with_every_start_method(
     start_method: str,
 ) -> None:
-    context = multiprocessing.get_context(start_method)
+    context: Any = multiprocessing.get_context(start_method)
     with Counter() as counter:
         processes = [
             context.Process(target=workers.add_through_initializer, args=(counter, 20_000))
@@ -60,14 +60,17 @@ async def test_counter_reaches_workers_through_the_engine_initializer(
 ) -> None:
     with Counter() as counter:
         engine = await make_engine(
-            workers=2, start_method="spawn", initializer=workers.remember_counter, initargs=(counter,)
+            workers=2,
+            start_method="spawn",
+            initializer=workers.remember_counter,
+            initargs=(counter,),
         )
         await asyncio.gather(*(engine.run(workers.add_to_remembered, 1000) for _ in range(6)))
         assert counter.value == 6000
 
 
 def test_a_dead_process_keeps_its_count_and_frees_its_cell() -> None:
-    context = multiprocessing.get_context("fork")
+    context: Any = multiprocessing.get_context("fork")
     with Counter(cells=2) as counter:  # one lock-free cell besides the shared one
         for _ in range(3):
             process = context.Process(target=workers.add_many, args=(counter, 1000))
@@ -78,7 +81,7 @@ def test_a_dead_process_keeps_its_count_and_frees_its_cell() -> None:
 
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_shared_value_updates_are_atomic(start_method: str) -> None:
-    context = multiprocessing.get_context(start_method)
+    context: Any = multiprocessing.get_context(start_method)
     with SharedValue(0) as value:
         processes = [
             context.Process(target=workers.add_to_value, args=(value, 2000)) for _ in range(4)
@@ -107,14 +110,12 @@ def test_shared_values_keep_their_type() -> None:
 
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_named_lock_excludes_processes(start_method: str, tmp_path: Path) -> None:
-    context = multiprocessing.get_context(start_method)
+    context: Any = multiprocessing.get_context(start_method)
     lock = NamedLock(f"test-exclude-{os.getpid()}-{start_method}", tmp_path)
     total = tmp_path / "total"
     total.write_text("0")
     processes = [
-        context.Process(
-            target=workers.increment_file_under_lock, args=(lock, str(total), 300)
-        )
+        context.Process(target=workers.increment_file_under_lock, args=(lock, str(total), 300))
         for _ in range(4)
     ]
     for process in processes:
@@ -128,9 +129,8 @@ def test_named_lock_excludes_processes(start_method: str, tmp_path: Path) -> Non
 def test_a_holder_killed_with_sigkill_does_not_deadlock_the_others(tmp_path: Path) -> None:
     lock = NamedLock("test-killed-holder", tmp_path)
     ready = tmp_path / "ready"
-    holder = multiprocessing.get_context("spawn").Process(
-        target=workers.hold_lock_forever, args=(lock, str(ready))
-    )
+    spawn: Any = multiprocessing.get_context("spawn")
+    holder = spawn.Process(target=workers.hold_lock_forever, args=(lock, str(ready)))
     holder.start()
     deadline = time.monotonic() + 60
     while not ready.exists() and time.monotonic() < deadline:
