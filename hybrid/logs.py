@@ -54,6 +54,7 @@ Ts = TypeVarTuple("Ts")
 
 MAX_RECORD_BYTES = 60_000  # a datagram this size fits the default Unix socket buffers
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024  # room for bursts while the listener catches up
+RECEIVE_LIMIT_BYTES = 256 * 1024  # above the largest datagram a default send buffer allows
 SEND_TIMEOUT_S = 1.0  # a worker drops a record rather than block longer than this
 
 task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -95,8 +96,23 @@ class LogQueue:
             self.dropped += 1
 
     def get(self, block: bool = True) -> Any:
-        """Receive the next record; used by the parent's listener thread."""
-        return pickle.loads(self._reader.recv(MAX_RECORD_BYTES + 1024))
+        """Receive the next record; used by the parent's listener thread.
+
+        A datagram that cannot be read becomes a warning record instead of stopping the
+        listener (whose thread would otherwise die and silence every worker).
+        """
+        data = self._reader.recv(RECEIVE_LIMIT_BYTES)
+        try:
+            return pickle.loads(data)
+        except Exception as exc:
+            return logging.makeLogRecord(
+                {
+                    "name": "hybrid.logs",
+                    "levelno": logging.WARNING,
+                    "levelname": "WARNING",
+                    "msg": f"a worker's log record ({len(data)} bytes) could not be read: {exc!r}",
+                }
+            )
 
     def close(self) -> None:
         for end in (self._reader, self._writer):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import hybrid
-from hybrid.logs import LogForwarding, call_with_task_id, install_worker_logging
+from hybrid.logs import LogForwarding, LogQueue, call_with_task_id, install_worker_logging
 from tests.helpers import worker_pids
 from tests.ops import worker_tasks
 
@@ -85,3 +85,27 @@ async def test_the_parents_level_decides_what_workers_send(
             await engine.run(worker_tasks.log_then_crash, "warning passes")
         await wait_for_records(collected, 1)
     assert [record.getMessage() for record in collected.records] == ["warning passes"]
+
+
+def test_an_unreadable_record_becomes_a_warning_not_a_dead_listener() -> None:
+    queue = LogQueue()
+    try:
+        queue._writer.send(b"not a pickle")
+        queue.put_nowait(logging.makeLogRecord({"name": "tests.ops.worker", "msg": "next"}))
+        first, second = queue.get(), queue.get()
+    finally:
+        queue.close()
+    assert first.name == "hybrid.logs"
+    assert "could not be read" in first.getMessage()
+    assert second.getMessage() == "next"
+
+
+def test_an_oversized_record_is_cut_to_fit() -> None:
+    queue = LogQueue()
+    try:
+        queue.put_nowait(logging.makeLogRecord({"name": "x", "msg": "y" * 500_000}))
+        record = queue.get()
+    finally:
+        queue.close()
+    assert record.getMessage().endswith("[record cut to fit 60000 bytes]")
+    assert queue.dropped == 0
