@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -34,6 +35,10 @@ logger = logging.getLogger("hybrid.lag")
 
 ASYNCIO_SLOW_CALLBACK_MESSAGE = "Executing %s took %.3f seconds"  # asyncio/base_events.py
 STACK_FRAMES_KEPT = 8  # innermost frames quoted in a warning
+# Code under these is a library's: a stall is blamed on the application frame that called it.
+LIBRARY_DIRS = tuple(
+    {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,10 @@ class Stall:
 
     Attributes:
         lag_s: how late the watch's wake-up came, in seconds.
-        where: the innermost frame of the loop thread while it was blocked
-            (``"path:line in function"``), or ``""`` when no sample was taken in time.
+        where: the innermost frame of the application's own code (not the standard
+            library's or an installed package's) on the loop thread while it was blocked,
+            as ``"path:line in function"``; the innermost frame of all if there is none;
+            ``""`` when no sample was taken in time.
         stack: the loop thread's innermost frames at that moment, outermost first.
         slow_callback: asyncio's debug-mode description of the slow callback, if any.
     """
@@ -185,7 +192,7 @@ class LoopLagWatch:
     def _report_stall(self, lag_s: float) -> None:
         sampled = self._sampled
         stack = sampled[1] if sampled is not None and sampled[0] == self._tick else ()
-        stall = Stall(lag_s, stack[-1] if stack else "", stack, self._slow_callback)
+        stall = Stall(lag_s, _culprit(stack), stack, self._slow_callback)
         self.stalls += 1
         self.last_stall = stall
         logger.warning("%s", stall.describe(), extra={"stall": stall})
@@ -228,3 +235,11 @@ class _SlowCallbackFilter(logging.Filter):
 def _format_stack(frame: FrameType) -> tuple[str, ...]:
     frames = traceback.extract_stack(frame)[-STACK_FRAMES_KEPT:]
     return tuple(f"{entry.filename}:{entry.lineno} in {entry.name}" for entry in frames)
+
+
+def _culprit(stack: tuple[str, ...]) -> str:
+    """The innermost frame in the application's code, else the innermost frame."""
+    for entry in reversed(stack):
+        if not entry.startswith(LIBRARY_DIRS):
+            return entry
+    return stack[-1] if stack else ""

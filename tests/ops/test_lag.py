@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 
@@ -17,6 +18,15 @@ BLOCK_S = 0.5
 def block_the_loop(seconds: float) -> None:
     """A callback that should never run on an event loop: it holds it for ``seconds``."""
     time.sleep(seconds)
+
+
+def block_in_a_library(seconds: float) -> None:
+    """Blocks inside the standard library (a pure-Python busy wait in ``queue``)."""
+    deadline = time.monotonic() + seconds
+    pending: queue.Queue[int] = queue.Queue()
+    while time.monotonic() < deadline:
+        pending.put(1)
+        pending.get()
 
 
 async def test_a_blocking_callback_is_detected_and_named(
@@ -65,3 +75,14 @@ async def test_the_watch_stops_cleanly() -> None:
     assert not watch.running
     assert watch.stalled_s() == 0.0
     assert not any(thread.name == "hybrid-lag-sampler" for thread in threading.enumerate())
+
+
+async def test_a_stall_inside_a_library_is_blamed_on_the_code_that_called_it() -> None:
+    async with LoopLagWatch(interval_s=0.02, warn_after_s=0.2) as watch:
+        await asyncio.sleep(0.05)
+        asyncio.get_running_loop().call_soon(block_in_a_library, BLOCK_S)
+        await asyncio.sleep(0.1)
+    stall = watch.last_stall
+    assert stall is not None
+    assert stall.where.endswith("in block_in_a_library")
+    assert stall.where.startswith(__file__)
