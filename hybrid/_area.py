@@ -27,6 +27,8 @@ MAX_BATCH = 4096  # calls in one batch: one skip flag each
 HALF_DATA_BYTES = 1 << 20  # result records one half holds; a batch stops early when it is full
 
 _HEARTBEAT = struct.Struct("<QQQ")  # beat count, wall clock ns, monotonic ns
+_BEAT_INTERVAL = struct.Struct("<Q")  # the interval the parent wants beats at, in ns
+_BEAT_INTERVAL_OFFSET = _HEARTBEAT.size
 _HEARTBEAT_BYTES = 64
 _HALF_HEADER = struct.Struct("<IIiI")  # records, bytes used, call running, batch id
 _COUNTS = struct.Struct("<II")  # the header's first two fields: records, bytes used
@@ -109,6 +111,14 @@ class ResultArea:
             position += _RECORD_LEN.size
             yield self._map[position : position + length]
             position += length
+
+    def beat_interval_ns(self) -> int:
+        """The interval the parent asked for (0: not said yet)."""
+        (interval_ns,) = _BEAT_INTERVAL.unpack_from(self._map, _BEAT_INTERVAL_OFFSET)
+        return int(interval_ns)
+
+    def ask_beat_interval(self, interval_s: float) -> None:
+        _BEAT_INTERVAL.pack_into(self._map, _BEAT_INTERVAL_OFFSET, int(interval_s * 1e9))
 
     def last_beat(self) -> tuple[int, int, int]:
         """Return (beat count, wall clock ns, monotonic ns) of the worker's last beat."""

@@ -286,6 +286,9 @@ class Pool:
         for batch in slot.in_flight:
             batch.kill_reason = batch.kill_reason or "hung"
         slot.kill()
+        if not slot.in_flight:
+            slot.mark_dead()
+            self._replace(slot)
 
     # Results
 
@@ -368,6 +371,7 @@ class Pool:
 
     async def _restart(self, slot: Slot) -> None:
         await slot.stop()
+        self._settler.report_crashes(slot)
         if self._failing_all is not None or slot.removing:
             return
         delay_s = RESTART_BACKOFF_S
@@ -404,6 +408,7 @@ class Pool:
         self.slots.remove(slot)
         self.queues.remove_slot(slot, self.slots)
         await slot.stop()
+        self._settler.report_crashes(slot)
         self.dispatch()
 
     # Bookkeeping
@@ -449,6 +454,11 @@ class Pool:
                 tasks=slot.tasks_done,
                 busy_s=slot.busy_s,
                 starts=slot.starts,
+                liveness=slot.liveness.state if slot.liveness else "alive",
+                heartbeat_interval_s=(
+                    slot.liveness.detector.heartbeat_interval() if slot.liveness else None
+                ),
+                heartbeats=slot.liveness.beats_seen if slot.liveness else 0,
             )
             for slot in self.slots
         )
@@ -465,6 +475,7 @@ class Pool:
             worker_restarts=counters.worker_restarts,
             round_trips=counters.round_trips,
             recycled_for_memory=counters.recycled_for_memory,
+            hung_workers_killed=counters.hung,
             task_p50_s=percentile(durations, 0.50),
             task_p95_s=percentile(durations, 0.95),
             task_p99_s=percentile(durations, 0.99),

@@ -9,12 +9,23 @@ started (they go back to the queue, to run exactly once).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ._batching import TaskTimes
 from ._errors import EngineClosed, TaskTimeout, WorkerCrashed
 from ._outcome import Outcome, failed, read_record, rebuild_error
 from ._stats import Counters
 from ._task import Batch, Task, TaskState
+
+if TYPE_CHECKING:
+    from ._slot import Slot
+
+
+class _Crashed(Exception):
+    """Marks a call that crashed its worker; its WorkerCrashed is made later."""
+
+
+CRASHED = _Crashed()
 
 
 class Settler:
@@ -27,6 +38,7 @@ class Settler:
         requeue: Callable[[list[Task]], None],
         is_closing: Callable[[], bool],
     ) -> None:
+        self.pending_crashes: dict[Slot, list[tuple[Task, int, Batch]]] = {}
         self._counters = counters
         self._times = times
         self._requeue = requeue
@@ -98,11 +110,7 @@ class Settler:
         if task.outcomes is not None:
             task.outcomes[task.first : task.first + len(outcomes)] = outcomes
             task.advance(len(outcomes))
-            if task.n_calls == 0:
-                cancelled = task.state is TaskState.CANCELLED
-                task.state = TaskState.FINISHED
-                if not cancelled and not task.future.done():
-                    task.future.set_result(task.outcomes)
+            self._finish_chunk_if_done(task)
             return
         task.advance(len(outcomes))
         outcome = outcomes[0]
@@ -115,15 +123,51 @@ class Settler:
         else:
             task.future.set_exception(rebuild_error(outcome[2], task.name))
 
+    def _finish_chunk_if_done(self, task: Task) -> None:
+        assert task.outcomes is not None
+        if task.n_calls or task.pending_blames:
+            return
+        cancelled = task.state is TaskState.CANCELLED
+        task.state = TaskState.FINISHED
+        if not cancelled and not task.future.done():
+            task.future.set_result(task.outcomes)
+
     def _blame(self, task: Task, batch: Batch) -> None:
         """Decide the fate of the call that was running when its worker died."""
         error = self._death_error(task, batch)
         if error is None:
             return
-        if task.is_chunk:
+        if error is CRASHED:
+            self._defer_crash(task, batch)
+        elif task.is_chunk:
             self._record(task, [failed(error)])
         else:
             self.fail(task, error)
+
+    def _defer_crash(self, task: Task, batch: Batch) -> None:
+        # The worker's exit code can be read safely only once its executor has joined it,
+        # so the error is made then (see report_crashes); until then the call is settled
+        # but its caller still waits.
+        index = task.first
+        if task.is_chunk:
+            task.pending_blames += 1
+            task.advance(1)
+        else:
+            task.state = TaskState.FINISHED
+        self.pending_crashes.setdefault(batch.slot, []).append((task, index, batch))
+
+    def report_crashes(self, slot: Slot) -> None:
+        """Fail the calls its worker died on, now that the worker's exit code is known."""
+        for task, index, batch in self.pending_crashes.pop(slot, []):
+            error = WorkerCrashed(
+                task.name, slot.exitcode(), slot.pid, task.attempts, batch.kill_reason
+            )
+            if task.outcomes is None:
+                self.fail(task, error)
+                continue
+            task.outcomes[index] = failed(error)
+            task.pending_blames -= 1
+            self._finish_chunk_if_done(task)
 
     def _death_error(self, task: Task, batch: Batch) -> BaseException | None:
         if task.state is TaskState.CANCELLED:
@@ -136,9 +180,12 @@ class Settler:
             return TaskTimeout(task.name, task.timeout_s)
         if reason == "close":
             return EngineClosed("the engine was closed while the task ran")
+        if reason == "cancel":
+            # Killed to stop a cancelled call, but this one was running by then (a race):
+            # it did not finish, so it runs again, without using a retry.
+            return None
         if task.retries_left > 0 and not self._is_closing() and not task.is_chunk:
             task.retries_left -= 1
             return None  # left DISPATCHED: it is requeued with the calls that never ran
         self._counters.crashed += 1
-        slot = batch.slot
-        return WorkerCrashed(task.name, slot.exitcode(), slot.pid, task.attempts, reason)
+        return CRASHED

@@ -21,6 +21,7 @@ from typing import Any
 from . import _worker
 from ._area import ResultArea
 from ._errors import WorkerStartError
+from ._liveness import WorkerLiveness
 from ._outcome import Outcome
 from ._spec import WorkerSettings
 from ._task import Batch
@@ -55,6 +56,7 @@ class Slot:
         self.removing = False  # finish what it holds, then go (the pool is shrinking)
         self.on_exit: Callable[[Slot], None] | None = None  # called when the process ends
         self.died_at: float | None = None  # time.monotonic() when its process was seen to end
+        self.liveness: WorkerLiveness | None = None  # heartbeat judgement, kept by the watch
         self._sentinel: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.tasks_since_start = 0

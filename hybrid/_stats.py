@@ -19,6 +19,9 @@ class WorkerStats:
     tasks: int
     busy_s: float
     starts: int
+    liveness: str  # alive, suspect or hung, from the worker's heartbeats
+    heartbeat_interval_s: float | None  # the interval its detector asks it to beat at
+    heartbeats: int  # beats seen from its current process
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class EngineStats:
     worker_restarts: int
     round_trips: int
     recycled_for_memory: int
+    hung_workers_killed: int
     task_p50_s: float | None
     task_p95_s: float | None
     task_p99_s: float | None
@@ -64,6 +68,7 @@ class Counters:
     cancelled: int = 0
     worker_restarts: int = 0
     recycled_for_memory: int = 0  # workers replaced for passing max_rss_bytes
+    hung: int = 0  # workers killed for not responding
     round_trips: int = 0  # batches sent to workers; fewer than tasks when tiny tasks share trips
     durations_s: deque[float] = field(default_factory=lambda: deque(maxlen=DURATION_SAMPLES))
 

@@ -49,6 +49,7 @@ class Task:
         "name",
         "outcomes",
         "payload",
+        "pending_blames",
         "pool",
         "retries_left",
         "state",
@@ -76,6 +77,7 @@ class Task:
         self.outcomes: list[Outcome] | None = [None] * len(calls) if chunk else None
         self.first = 0
         self.n_calls = len(calls)
+        self.pending_blames = 0  # crashed calls whose error waits for the worker's exit code
         self.future = future
         self.timeout_s = timeout_s
         self.retries_left = retries

@@ -1,19 +1,39 @@
-"""A pool's periodic watch over its workers: memory growth now, liveness later."""
+"""A pool's periodic watch over its workers: liveness from heartbeats, and memory growth."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
+
+from ._liveness import WorkerLiveness
+from .messaging.detector import DetectorConfig, FailureDetector
 
 if TYPE_CHECKING:
     from ._pool import Pool
+    from ._slot import Slot
 
 logger = logging.getLogger("hybrid")
 
-WATCH_INTERVAL_S = 0.25  # how often the pool looks at its workers
+WATCH_INTERVAL_S = 0.025  # how often the pool looks at its workers' heartbeats
+RSS_EVERY_TICKS = 10  # memory is read every 10th look (0.25 s)
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+# Same-host workers: beats cost an mmap write, the clock is shared and delays are tiny,
+# so they beat often and earn fast conviction quickly.
+LOCAL_DETECTOR = DetectorConfig(
+    min_interval_s=0.02,
+    max_interval_s=0.25,
+    max_beats_per_s=50.0,
+    suspect_floor_s=0.05,
+    dead_floor_s=0.15,
+    initial_allowance_s=1.0,
+    trust_half_life_s=5.0,
+    max_poll_gap_s=0.1,
+    stall_grace_s=0.2,
+)
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -26,24 +46,51 @@ def rss_bytes(pid: int) -> int | None:
 
 
 async def watch(pool: Pool) -> None:
-    """Recycle workers that grew past the pool's ``max_rss_bytes``, until cancelled."""
-    limit = pool.spec.max_rss_bytes
+    """Kill hung workers and recycle bloated ones, until cancelled."""
+    tick = 0
     while True:
         await asyncio.sleep(WATCH_INTERVAL_S)
-        if limit is None:
-            continue
-        for slot in pool.slots:
-            if not slot.alive or slot.retiring or slot.pid is None:
-                continue
-            rss = rss_bytes(slot.pid)
-            if rss is not None and rss > limit:
-                logger.info(
-                    "worker %s (pid %s) uses %d MB > max_rss_bytes %d MB: recycling it after "
-                    "its current batch",
-                    slot.index,
-                    slot.pid,
-                    rss >> 20,
-                    limit >> 20,
-                )
-                pool.counters.recycled_for_memory += 1
-                pool.recycle(slot)
+        tick += 1
+        now = time.monotonic()
+        for slot in list(pool.slots):
+            if slot.alive and slot.pid is not None and slot.area is not None:
+                check_liveness(pool, slot, now)
+                if tick % RSS_EVERY_TICKS == 0:
+                    check_memory(pool, slot)
+
+
+def check_liveness(pool: Pool, slot: Slot, now: float) -> None:
+    assert slot.pid is not None
+    assert slot.area is not None
+    liveness = slot.liveness
+    if liveness is None or liveness.pid != slot.pid:
+        liveness = slot.liveness = WorkerLiveness(FailureDetector(LOCAL_DETECTOR), slot.pid)
+    count, _, monotonic_ns = slot.area.last_beat()
+    liveness.observe(count, monotonic_ns / 1e9, now)
+    slot.area.ask_beat_interval(liveness.detector.heartbeat_interval())
+    if liveness.judge(slot.pid, now) == "hung":
+        logger.warning(
+            "worker %s (pid %s) stopped responding (no heartbeat, no CPU progress): killing it",
+            slot.index,
+            slot.pid,
+        )
+        pool.counters.hung += 1
+        pool.kill_hung(slot)
+
+
+def check_memory(pool: Pool, slot: Slot) -> None:
+    limit = pool.spec.max_rss_bytes
+    if limit is None or slot.retiring or slot.pid is None:
+        return
+    rss = rss_bytes(slot.pid)
+    if rss is not None and rss > limit:
+        logger.info(
+            "worker %s (pid %s) uses %d MB > max_rss_bytes %d MB: recycling it after its "
+            "current batch",
+            slot.index,
+            slot.pid,
+            rss >> 20,
+            limit >> 20,
+        )
+        pool.counters.recycled_for_memory += 1
+        pool.recycle(slot)

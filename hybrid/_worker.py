@@ -23,7 +23,8 @@ from typing import Any
 from ._area import ResultArea
 from ._spec import WorkerSettings
 
-HEARTBEAT_INTERVAL_S = 0.05  # how often the worker stamps its liveness into the area
+HEARTBEAT_INTERVAL_S = 0.05  # how often the worker beats until the parent asks otherwise
+BEAT_INTERVAL_BOUNDS_S = (0.005, 1.0)  # whatever the parent asks, beats stay within these
 PARENT_POLL_S = 0.2  # fallback parent-liveness poll where pidfd_open is missing
 
 Outcome = tuple[bool, float, Any] | None  # (ok, seconds, value or error); None: skipped
@@ -142,10 +143,13 @@ def error_outcome(
 
 def _beat(area: ResultArea) -> None:
     count = 0
+    low_s, high_s = BEAT_INTERVAL_BOUNDS_S
     while True:
         count += 1
         area.beat(count, time.time_ns(), time.monotonic_ns())
-        time.sleep(HEARTBEAT_INTERVAL_S)
+        asked_ns = area.beat_interval_ns()
+        interval_s = asked_ns / 1e9 if asked_ns else HEARTBEAT_INTERVAL_S
+        time.sleep(min(high_s, max(low_s, interval_s)))
 
 
 def _watch_parent(parent_pid: int) -> None:

@@ -168,3 +168,8 @@ def grow_and_keep(megabytes: int) -> int:
     _kept.append(bytearray(megabytes * 1024 * 1024))
     time.sleep(0.6)  # long enough for the pool's watch to see the growth
     return os.getpid()
+
+
+def hold_the_gil(n: int) -> int:
+    """A long call in C that never releases the GIL: the heartbeat thread cannot run."""
+    return sum(range(n))

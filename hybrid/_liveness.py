@@ -1,0 +1,86 @@
+"""Is a worker alive, hung, or just busy? Heartbeats, judged by a failure detector.
+
+Each worker stamps a heartbeat into its result area from a thread (so it beats while a
+task computes). The pool feeds those stamps to a per-worker failure detector. When the
+detector declares a worker dead, the pool looks at the process before convicting it: a
+stopped process (SIGSTOP) or one making no CPU progress is hung and is killed; one still
+burning CPU without beating is inside a long C call that holds the GIL, and is spared.
+A worker that exits is seen at once from its process sentinel, not from missed beats.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class Detector(Protocol):
+    """What the pool needs of a failure detector (``hybrid.messaging.FailureDetector``)."""
+
+    def observe(self, sent_time: float, received_at: float) -> None: ...
+
+    def state(self, now: float) -> object: ...
+
+    def heartbeat_interval(self) -> float: ...
+
+
+@dataclass
+class WorkerLiveness:
+    """What the pool knows of one worker process's heartbeats."""
+
+    detector: Detector
+    pid: int
+    beats_seen: int = 0
+    last_beat_at: float | None = None
+    cpu_ticks: int | None = None
+    state: str = "alive"
+    spared: int = field(default=0)  # times it looked dead but was computing (GIL held)
+
+    def observe(self, beat_count: int, sent_monotonic_s: float, now: float) -> None:
+        """Feed a new stamp, if the worker wrote one since the last look."""
+        if beat_count != self.beats_seen:
+            self.beats_seen = beat_count
+            self.last_beat_at = now
+            # Same host: the worker's monotonic clock is ours, so transit is measured directly.
+            self.detector.observe(sent_monotonic_s, now)
+
+    def judge(self, pid: int, now: float) -> str:
+        """Return ``"alive"``, ``"suspect"`` or ``"hung"`` for this worker now."""
+        verdict = _state_name(self.detector.state(now))
+        if verdict == "alive":
+            self.state, self.cpu_ticks = verdict, None
+            return verdict
+        activity = process_activity(pid)
+        ticks = None if activity is None else activity[1]
+        progressed = ticks is not None and self.cpu_ticks is not None and ticks > self.cpu_ticks
+        self.cpu_ticks = ticks
+        if verdict == "dead":
+            if activity is not None and activity[0] in "Tt":
+                self.state = "hung"  # stopped by a signal or a debugger
+            elif progressed:
+                self.spared += 1
+                self.state = "suspect"  # silent but computing: a long call holding the GIL
+            else:
+                self.state = "hung"
+        else:
+            self.state = verdict
+        return self.state
+
+
+def _state_name(state: object) -> str:
+    name = getattr(state, "name", None) or getattr(state, "value", None) or str(state)
+    return str(name).lower()
+
+
+def process_activity(pid: int) -> tuple[str, int] | None:
+    """A process's scheduler state letter and its CPU time in clock ticks (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based, man proc).
+    return fields[0].decode(), int(fields[11]) + int(fields[12])

@@ -1,0 +1,265 @@
+"""Per-peer failure detection from message timing: ALIVE, SUSPECT, DEAD.
+
+The expected arrival of the peer's next message follows Chen, Toueg and Aguilera (2002):
+the peer's last ``sent_time`` plus the interval it beats at plus the mean of recent
+``received_at - sent_time``. That mean contains the clock offset, so the offset cancels and
+a peer whose clock is seconds off (or drifting) is judged exactly like a synchronised one.
+
+How late past that expectation is too late comes from the peer's measured behaviour, not
+a normal fit (phi accrual's weak point with heavy tails): two margins, each a factor times
+the worst lateness seen over a window, plus a floor.
+
+* SUSPECT margin: network lateness over the last minute.
+* DEAD margin: network lateness plus the sender's own pauses over the last hours, and never
+  below a prior that starts at ``initial_allowance_s`` and halves every
+  ``trust_half_life_s`` of acquaintance: a peer earns fast conviction by beating steadily.
+
+Each arrival is split in two: a ``sent_time`` later than the peer's interval allows means
+the *sender* paused (its process stalled; it did come back); a ``received_at - sent_time``
+above the mean means the *network* was slow. The two are remembered separately.
+
+The local loop's own stalls convict no one: a gap between ``state()`` calls longer than
+``max_poll_gap_s`` means this process did not run, so escalation is held for
+``stall_grace_s`` while the queued messages are read, and arrivals read in that grace are
+not taken as evidence of a slow network. :class:`~hybrid.messaging.group.PeerGroup` adds
+the other symptom: every peer late at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hybrid.messaging._window import WindowMax, WindowMean
+
+PAUSE_FRACTION = 0.5  # a send later than the interval by this fraction of it is a pause
+
+
+class PeerState(enum.IntEnum):
+    """What the detector believes about a peer, in order of suspicion."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A peer's state changed at ``at_s`` (local seconds) from ``previous`` to ``state``."""
+
+    previous: PeerState
+    state: PeerState
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """Tuning of a :class:`FailureDetector`. Durations in seconds.
+
+    Attributes:
+        min_interval_s: the shortest heartbeat interval ever recommended.
+        max_interval_s: the longest heartbeat interval ever recommended.
+        max_beats_per_s: the message budget: heartbeats per second the peer may send.
+        interval_per_margin: the recommended interval as a fraction of the DEAD margin
+            (beating faster than that buys little detection time).
+        arrival_window: arrivals averaged for the expected-arrival estimate.
+        suspect_factor: SUSPECT margin = factor * recent worst lateness + floor.
+        suspect_floor_s: see ``suspect_factor``.
+        suspect_memory_s: how far back "recent" goes for the SUSPECT margin.
+        dead_factor: DEAD margin = factor * (worst lateness + worst pause) + floor.
+        dead_floor_s: see ``dead_factor``.
+        dead_memory_s: how far back lateness and pauses count for the DEAD margin.
+        initial_allowance_s: the DEAD margin granted to a peer not yet known.
+        trust_half_life_s: acquaintance after which that allowance has halved.
+        max_poll_gap_s: a longer gap between ``state()`` calls means the local loop
+            stalled; call ``state()`` at least twice as often.
+        stall_grace_s: how long escalation is held after a local stall.
+    """
+
+    min_interval_s: float = 0.05
+    max_interval_s: float = 5.0
+    max_beats_per_s: float = 3.0
+    interval_per_margin: float = 0.125
+    arrival_window: int = 100
+    suspect_factor: float = 1.5
+    suspect_floor_s: float = 0.05
+    suspect_memory_s: float = 60.0
+    dead_factor: float = 1.2
+    dead_floor_s: float = 0.1
+    dead_memory_s: float = 6 * 3600.0
+    initial_allowance_s: float = 3.0
+    trust_half_life_s: float = 1800.0
+    max_poll_gap_s: float = 0.15
+    stall_grace_s: float = 0.2
+
+    @property
+    def shortest_interval_s(self) -> float:
+        """The shortest interval the bounds and the message budget both allow."""
+        return max(self.min_interval_s, 1.0 / self.max_beats_per_s)
+
+
+class FailureDetector:
+    """Judges one peer from the timing of its messages; driven by explicit timestamps.
+
+    Feed it every message from the peer (any message counts as a heartbeat) and poll it::
+
+        detector.observe(sent_time, received_at)   # peer's clock, local clock (seconds)
+        detector.state(now)                        # at least every max_poll_gap_s / 2
+
+    ``sent_time`` may be any clock of the peer's (wall or monotonic) as long as it is the
+    same one every time; ``received_at`` and ``now`` are one local clock. For a peer on the
+    same host both can be ``time.monotonic()``.
+
+    State changes happen inside ``observe`` and ``state`` and are announced to
+    subscribers (:meth:`subscribe`) and awaiters (:meth:`changed`, :meth:`wait_for`).
+    A message from a peer marked DEAD brings it back to ALIVE (counted in
+    ``resurrections``).
+    """
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config = config or DetectorConfig()
+        self.observations = 0
+        self.pauses = 0
+        self.loop_stalls = 0
+        self.resurrections = 0
+        self._state = PeerState.ALIVE
+        self._transits = WindowMean(config.arrival_window)
+        self._recent_late = WindowMax(config.suspect_memory_s)
+        self._net_late = WindowMax(config.dead_memory_s)
+        self._pause = WindowMax(config.dead_memory_s)
+        self._interval_s = max(
+            config.shortest_interval_s,
+            min(config.max_interval_s, config.initial_allowance_s * config.interval_per_margin),
+        )
+        self._regular_gap_s = self._interval_s
+        self._first_at = 0.0
+        self._last_sent = float("-inf")
+        self._last_poll: float | None = None
+        self._hold_until = float("-inf")
+        self.expected_arrival_s = float("inf")
+        self.suspect_margin_s = config.suspect_floor_s
+        self.dead_margin_s = config.initial_allowance_s
+        self._suspect_at = self._dead_at = float("inf")
+        self._subscribers: list[Callable[[StateChange], None]] = []
+        self._waiters: list[tuple[PeerState | None, asyncio.Future[StateChange]]] = []
+
+    @property
+    def current(self) -> PeerState:
+        """The state as of the last ``observe`` or ``state`` call."""
+        return self._state
+
+    def heartbeat_interval(self) -> float:
+        """Return the interval, in seconds, at which the peer should send heartbeats."""
+        return self._interval_s
+
+    def observe(self, sent_time: float, received_at: float) -> None:
+        """Account for one message from the peer (seconds: its clock, then ours)."""
+        self.observations += 1
+        transit_s = received_at - sent_time
+        if self.observations == 1:
+            self._first_at, self._last_sent = received_at, sent_time
+            self._transits.add(transit_s)
+        else:
+            self._account(sent_time, received_at, transit_s)
+        self._update_margins(received_at)
+        if self._state is not PeerState.ALIVE:
+            if self._state is PeerState.DEAD:
+                self.resurrections += 1
+            self._set(PeerState.ALIVE, received_at)
+
+    def _account(self, sent_time: float, received_at: float, transit_s: float) -> None:
+        gap_s = sent_time - self._last_sent
+        if gap_s > 0:
+            expected_gap_s = max(self._interval_s, self._regular_gap_s)
+            pause_s = gap_s - expected_gap_s
+            if pause_s > PAUSE_FRACTION * expected_gap_s:
+                self.pauses += 1
+                self._pause.add(pause_s, received_at)
+            else:
+                self._regular_gap_s = gap_s
+            self._last_sent = sent_time
+        if received_at < self._hold_until:
+            return  # read late because this process stalled: no evidence about the network
+        late_s = transit_s - self._transits.mean
+        self._transits.add(transit_s)
+        if late_s > 0:
+            self._recent_late.add(late_s, received_at)
+            self._net_late.add(late_s, received_at)
+
+    def _update_margins(self, now: float) -> None:
+        config = self.config
+        prior_s = config.initial_allowance_s * 0.5 ** (
+            (now - self._first_at) / config.trust_half_life_s
+        )
+        measured_s = config.dead_factor * (self._net_late.value + self._pause.value)
+        self.suspect_margin_s = config.suspect_factor * self._recent_late.value
+        self.suspect_margin_s += config.suspect_floor_s
+        self.dead_margin_s = max(prior_s, measured_s + config.dead_floor_s, self.suspect_margin_s)
+        self._interval_s = min(
+            config.max_interval_s,
+            max(config.shortest_interval_s, self.dead_margin_s * config.interval_per_margin),
+        )
+        expected_gap_s = max(self._interval_s, self._regular_gap_s)
+        self.expected_arrival_s = self._last_sent + expected_gap_s + self._transits.mean
+        self._suspect_at = self.expected_arrival_s + self.suspect_margin_s
+        self._dead_at = self.expected_arrival_s + self.dead_margin_s
+
+    def evaluate(self, now: float) -> PeerState:
+        """Return the state the peer would be in at ``now``, changing nothing."""
+        if now < self._hold_until or now < self._suspect_at:
+            return self._state
+        return PeerState.DEAD if now >= self._dead_at else max(self._state, PeerState.SUSPECT)
+
+    def state(self, now: float) -> PeerState:
+        """Return the peer's state at ``now`` (local seconds), escalating if it is overdue.
+
+        A gap since the previous call longer than ``max_poll_gap_s`` is taken as a stall
+        of the local loop: escalation is then held for ``stall_grace_s``.
+        """
+        last_poll, self._last_poll = self._last_poll, now
+        if last_poll is not None and now - last_poll > self.config.max_poll_gap_s:
+            self.loop_stalls += 1
+            self.hold(now + self.config.stall_grace_s)
+        new = self.evaluate(now)
+        if new is not self._state:
+            self._set(new, now)
+        return new
+
+    def hold(self, until_s: float) -> None:
+        """Escalate no further before ``until_s`` (local seconds): this process lagged."""
+        self._hold_until = max(self._hold_until, until_s)
+
+    def subscribe(self, callback: Callable[[StateChange], None]) -> Callable[[], None]:
+        """Call ``callback`` on every state change; return a function that unsubscribes."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    async def changed(self) -> StateChange:
+        """Wait for the next state change and return it."""
+        return await self._wait(None)
+
+    async def wait_for(self, state: PeerState) -> StateChange:
+        """Wait until the peer enters ``state`` (returns at once if it is already there)."""
+        if self._state is state:
+            return StateChange(state, state, self._last_poll or 0.0)
+        return await self._wait(state)
+
+    async def _wait(self, state: PeerState | None) -> StateChange:
+        future: asyncio.Future[StateChange] = asyncio.get_running_loop().create_future()
+        entry = (state, future)
+        self._waiters.append(entry)
+        try:
+            return await future
+        finally:
+            self._waiters.remove(entry)
+
+    def _set(self, state: PeerState, at_s: float) -> None:
+        change = StateChange(self._state, state, at_s)
+        self._state = state
+        for callback in list(self._subscribers):
+            callback(change)
+        for wanted, future in self._waiters:
+            if (wanted is None or wanted is state) and not future.done():
+                future.set_result(change)

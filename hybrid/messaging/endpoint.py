@@ -1,0 +1,218 @@
+"""The live wiring: envelopes over a transport, with clocks, heartbeats and detection.
+
+An :class:`Endpoint` stamps what it sends, echoes what it received, beats towards every
+known peer when nothing else went out for an interval, polls a failure detector per peer,
+and hands the application only messages that passed the codec and are not past their
+deadline::
+
+    async with Endpoint(network.connect("a"), key=KEY) as a:
+        a.add_peer("b")
+        await a.send("b", "task", body=b"...", deadline_s=2.0)
+        message = await a.receive()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+from hybrid.messaging.clock import PeerClock
+from hybrid.messaging.codec import Codec, RejectedMessage
+from hybrid.messaging.deadline import DeadlineGate
+from hybrid.messaging.detector import DetectorConfig, FailureDetector, PeerState
+from hybrid.messaging.envelope import Echo, Envelope, new_id
+from hybrid.messaging.group import PeerGroup
+from hybrid.messaging.heartbeat import HeartbeatSchedule
+from hybrid.messaging.transport import Transport, TransportClosed
+
+HEARTBEAT = "heartbeat"
+INTERVAL_HEADER = "hb-interval-s"  # the interval the receiver asks the sender to beat at
+TICK_S = 0.02  # how often heartbeats are considered and detectors polled
+
+
+@dataclass
+class _Received:
+    seq: int
+    sent_ns: int
+    at_mono_ns: int
+
+
+class Endpoint:
+    """One peer's messaging: send, receive, beat, and judge the other peers.
+
+    Args:
+        transport: where datagrams go; its address is this peer's id.
+        key: shared HMAC-SHA256 key; when set, unsigned or tampered input is rejected.
+        config: failure-detector configuration for every peer.
+        boot_id: the host's boot id (equal boot ids mean a shared monotonic clock);
+            a fresh random id when None.
+        wall_ns: the wall clock to stamp ``sent_ns`` with (tests pass a skewed one).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        key: bytes | None = None,
+        config: DetectorConfig | None = None,
+        boot_id: bytes | None = None,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.transport = transport
+        self.codec = Codec(key)
+        self.peers: PeerGroup[str] = PeerGroup(config)
+        self.clocks: dict[str, PeerClock] = {}
+        self.deadlines = DeadlineGate()
+        self.boot_id = boot_id or new_id()
+        self._wall_ns = wall_ns
+        self._seq = 0
+        self._schedules: dict[str, HeartbeatSchedule] = {}
+        self._last_received: dict[str, _Received] = {}
+        self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def peer_id(self) -> str:
+        """This endpoint's address."""
+        return self.transport.address
+
+    def add_peer(self, peer: str) -> None:
+        """Start beating towards ``peer`` and judging it."""
+        default_s = self.peers.config.shortest_interval_s
+        self._schedules.setdefault(peer, HeartbeatSchedule(default_s))
+        self.peers.detector(peer)
+
+    def state(self, peer: str) -> PeerState:
+        """Return the peer's current state."""
+        return self.peers.detector(peer).current
+
+    async def send(
+        self,
+        destination: str,
+        kind: str,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        deadline_s: float | None = None,
+    ) -> Envelope:
+        """Send a message; ``deadline_s`` is the time budget from now, in seconds."""
+        self.add_peer(destination)
+        self._seq += 1
+        sent_ns, mono_ns = self._wall_ns(), time.monotonic_ns()
+        detector = self.peers.detector(destination)
+        envelope = Envelope(
+            kind=kind,
+            sender=self.peer_id,
+            seq=self._seq,
+            sent_ns=sent_ns,
+            mono_ns=mono_ns,
+            boot_id=self.boot_id,
+            deadline_ns=None if deadline_s is None else sent_ns + int(deadline_s * 1e9),
+            echo=self._echo_for(destination, mono_ns),
+            headers={**(headers or {}), INTERVAL_HEADER: f"{detector.heartbeat_interval():.6f}"},
+            body=body,
+        )
+        await self.transport.send(destination, self.codec.encode(envelope))
+        self._schedules[destination].note_sent(mono_ns / 1e9, heartbeat=kind == HEARTBEAT)
+        return envelope
+
+    def _echo_for(self, destination: str, now_mono_ns: int) -> Echo | None:
+        last = self._last_received.get(destination)
+        if last is None:
+            return None
+        return Echo(last.seq, last.sent_ns, now_mono_ns - last.at_mono_ns)
+
+    async def receive(self) -> Envelope:
+        """Wait for the next application message (heartbeats and rejects are consumed)."""
+        return await self._inbox.get()
+
+    def accept(self, data: bytes) -> Envelope | None:
+        """Process one datagram; return it if the application should see it."""
+        wall_ns, mono_ns = self._wall_ns(), time.monotonic_ns()
+        try:
+            envelope = self.codec.decode(data)
+        except RejectedMessage:
+            return None
+        peer = envelope.sender
+        clock = self.clocks.get(peer)
+        if clock is None:
+            clock = self.clocks[peer] = PeerClock(same_host=envelope.boot_id == self.boot_id)
+        self._time(envelope, clock, wall_ns, mono_ns)
+        self.add_peer(peer)
+        interval = envelope.headers.get(INTERVAL_HEADER)
+        if interval is not None:
+            self._schedules[peer].interval_s = _bounded_interval(interval, self.peers.config)
+        if envelope.kind == HEARTBEAT or not self.deadlines.admit(envelope, wall_ns, clock):
+            return None
+        return envelope
+
+    def _time(self, envelope: Envelope, clock: PeerClock, wall_ns: int, mono_ns: int) -> None:
+        peer = envelope.sender
+        self._last_received[peer] = _Received(envelope.seq, envelope.sent_ns, mono_ns)
+        if envelope.echo is not None:
+            echo = envelope.echo
+            clock.add_echo(echo.sent_ns, echo.held_ns, envelope.sent_ns, wall_ns)
+        if clock.same_host:
+            clock.add_transit(envelope.mono_ns, mono_ns)
+            sent_s = envelope.mono_ns / 1e9
+        else:
+            clock.add_transit(envelope.sent_ns, wall_ns)
+            sent_s = envelope.sent_ns / 1e9
+        self.peers.observe(peer, sent_s, mono_ns / 1e9)
+
+    async def tick(self) -> None:
+        """Send the heartbeats that are due and poll every peer's detector."""
+        now_s = time.monotonic()
+        for peer, schedule in list(self._schedules.items()):
+            if schedule.is_due(now_s) and self.peers.detector(peer).current is not PeerState.DEAD:
+                await self.send(peer, HEARTBEAT)
+        self.peers.states(now_s)
+
+    def detector(self, peer: str) -> FailureDetector:
+        """Return the failure detector judging ``peer``."""
+        return self.peers.detector(peer)
+
+    async def _receive_forever(self) -> None:
+        while True:
+            try:
+                _, data = await self.transport.receive()
+            except TransportClosed:
+                return
+            envelope = self.accept(data)
+            if envelope is not None:
+                self._inbox.put_nowait(envelope)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(TICK_S)
+
+    async def __aenter__(self) -> Endpoint:
+        self._tasks = [
+            asyncio.create_task(self._receive_forever()),
+            asyncio.create_task(self._tick_forever()),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.transport.aclose()
+
+
+def _bounded_interval(text: str, config: DetectorConfig) -> float:
+    """Parse a peer's requested interval, kept within our own bounds (it is untrusted)."""
+    try:
+        requested_s = float(text)
+    except ValueError:
+        return config.shortest_interval_s
+    if requested_s != requested_s:  # NaN
+        return config.shortest_interval_s
+    return min(config.max_interval_s, max(config.shortest_interval_s, requested_s))
