@@ -1,0 +1,118 @@
+"""``hybrid worker``: parse the options, run a node until SIGTERM or SIGINT, drain, exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import hybrid
+
+from ._redis_node import NodeConfig, WorkerNode
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def parser() -> argparse.ArgumentParser:
+    parse = argparse.ArgumentParser(
+        prog="hybrid worker",
+        description="Consume jobs from a Redis stream and run them on a local process pool.",
+    )
+    default = NodeConfig()
+    parse.add_argument(
+        "--redis",
+        default=os.environ.get("HYBRID_REDIS_URL", DEFAULT_URL),
+        help="Redis URL (redis://, rediss://, user:password@ for ACLs)",
+    )
+    parse.add_argument(
+        "--import",
+        dest="modules",
+        action="append",
+        required=True,
+        help="module whose public functions may run here (repeatable)",
+    )
+    parse.add_argument("--workers", type=int, default=None, help="local worker processes")
+    parse.add_argument(
+        "--concurrency", type=int, default=default.concurrency, help="stream entries held at once"
+    )
+    parse.add_argument("--prefix", default=default.prefix, help="the cluster's key prefix")
+    parse.add_argument(
+        "--lease",
+        type=float,
+        default=default.lease_s,
+        dest="lease_s",
+        help="seconds an entry may sit unrenewed before any node claims it",
+    )
+    parse.add_argument(
+        "--beat-interval",
+        type=float,
+        default=default.beat_interval_s,
+        dest="beat_interval_s",
+        help="heartbeat interval in seconds",
+    )
+    parse.add_argument(
+        "--dead-after",
+        type=float,
+        default=default.dead_after_s,
+        dest="dead_after_s",
+        help="least silence in seconds before a peer is dead",
+    )
+    parse.add_argument(
+        "--max-deliveries",
+        type=int,
+        default=default.max_deliveries,
+        help="dead-letter an entry delivered more often than this",
+    )
+    parse.add_argument(
+        "--max-entry-bytes",
+        type=int,
+        default=default.max_entry_bytes,
+        help="dead-letter entries larger than this",
+    )
+    parse.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=default.drain_timeout_s,
+        dest="drain_timeout_s",
+        help="seconds to finish running jobs on SIGTERM before handing them back",
+    )
+    parse.add_argument("--log-level", default="WARNING")
+    return parse
+
+
+def worker_command(argv: list[str]) -> int:
+    """Run ``hybrid worker`` with these arguments; the exit code (0 after a drain)."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # so --import finds the project's own modules
+    secret = os.environ.get("HYBRID_SECRET")
+    config = NodeConfig(
+        url=args.redis,
+        modules=tuple(args.modules),
+        prefix=args.prefix,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        lease_s=args.lease_s,
+        beat_interval_s=args.beat_interval_s,
+        dead_after_s=args.dead_after_s,
+        max_deliveries=args.max_deliveries,
+        max_entry_bytes=args.max_entry_bytes,
+        drain_timeout_s=args.drain_timeout_s,
+        secret=secret.encode() if secret else None,
+    )
+    hybrid.run(_serve(config))
+    return 0
+
+
+async def _serve(config: NodeConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    node = WorkerNode(config)
+    print(f"hybrid worker {node.name.decode()} ready", flush=True)
+    await node.serve(stop)

@@ -1,0 +1,412 @@
+"""The client side: submit jobs to a Redis-backed cluster and await their results.
+
+Jobs go to the cluster's job stream (``XADD``, pipelined: every job submitted in one loop
+iteration goes in one round trip); results come back on this client's own reply stream
+(``XREAD``). Each job is remembered until its result arrives: when Redis restarts and
+loses its data, every outstanding job is submitted again, so none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, TypeVarTuple
+
+import msgpack
+from redis.exceptions import ResponseError
+
+from hybrid import EngineClosed
+
+from ._redis_codec import (
+    DEFAULT_MAX_ENTRY_BYTES,
+    MSGPACK,
+    PICKLE,
+    Fields,
+    Rejected,
+    decode_result,
+    encode_job,
+    rebuild_remote_error,
+)
+from ._redis_conn import TRANSIENT_ERRORS, Backoff, Keys, connect, is_loading, server_run_id
+from ._redis_dispatch import task_name
+from ._redis_liveness import beat_value
+
+R = TypeVar("R")
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+READ_BLOCK_MS = 1000  # how long one XREAD of the reply stream waits
+READ_BATCH = 2048  # result entries per XREAD at most
+REPLY_TTL_MS = 600_000  # the reply stream outlives a vanished client by this much
+REMEMBERED_RESULTS = 100_000  # job ids kept to count duplicate results
+DEFAULT_CHUNK_CALLS = 256  # calls per entry on the batched path
+DEFAULT_WINDOW_ENTRIES = 32  # entries in flight per map() on the batched path
+
+
+@dataclass(eq=False)
+class _Outstanding:
+    fields: Fields
+    future: asyncio.Future[list[Any]]
+
+
+class RedisEngine:
+    """Run functions on ``hybrid worker`` nodes through Redis Streams.
+
+    The surface follows :class:`hybrid.Engine`: ``run`` returns the value or raises the
+    task's own exception (type intact when this process has imported it, the worker's
+    traceback as ``__cause__``), :class:`hybrid.TaskTimeout` or
+    :class:`hybrid.WorkerCrashed`; ``map`` and ``run_batch`` carry many calls per stream
+    entry. Delivery is at least once: a job whose node dies runs again elsewhere.
+
+    Args:
+        url: the Redis URL (``redis://``, ``rediss://``, with ACL user and password).
+        prefix: the cluster's key prefix; nodes must use the same.
+        codec: ``"msgpack"`` (the default: plain data only) or ``"pickle"`` (needs
+            ``secret``; every entry is HMAC-signed).
+        secret: the shared HMAC key; defaults to the ``HYBRID_SECRET`` environment variable.
+        chunk_calls: calls per stream entry on the batched path.
+        beat_interval_s: how often the client beats and checks whether Redis restarted.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "hybrid",
+        codec: str = "msgpack",
+        secret: bytes | str | None = None,
+        chunk_calls: int = DEFAULT_CHUNK_CALLS,
+        beat_interval_s: float = 0.5,
+        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    ) -> None:
+        if codec not in ("msgpack", "pickle"):
+            raise ValueError(f"codec must be 'msgpack' or 'pickle', not {codec!r}")
+        secret = secret if secret is not None else os.environ.get("HYBRID_SECRET")
+        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self._codec = PICKLE if codec == "pickle" else MSGPACK
+        if self._codec == PICKLE and not self._secret:
+            raise ValueError("codec='pickle' needs a shared secret (secret= or HYBRID_SECRET)")
+        self.url = url
+        self.keys = Keys(prefix)
+        self.client_id = uuid.uuid4().hex
+        self.chunk_calls = chunk_calls
+        self.beat_interval_s = beat_interval_s
+        self.max_entry_bytes = max_entry_bytes
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("submitted", "results", "duplicate_results", "resubmitted", "restarts_seen"), 0
+        )
+        self._reply_key = self.keys.reply(self.client_id)
+        self._client = connect(url)
+        self._outstanding: dict[bytes, _Outstanding] = {}
+        self._settled: OrderedDict[bytes, None] = OrderedDict()
+        self._to_send: list[Fields] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._run_id: bytes | None = None
+        self._last_read = b"0-0"
+        self._sequence = 0
+        self._closed = False
+
+    # Life cycle
+
+    async def start(self) -> None:
+        """Connect and start reading results (done by ``async with``)."""
+        if self._loops:
+            return
+        self._run_id = await server_run_id(self._client)
+        self._loops = [
+            asyncio.create_task(self._read_loop()),
+            asyncio.create_task(self._beat_loop()),
+        ]
+
+    async def close(self) -> None:
+        """Stop; jobs still outstanding fail with :class:`hybrid.EngineClosed`."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in [*self._loops, *([self._flushing] if self._flushing else [])]:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for item in self._outstanding.values():
+            if not item.future.done():
+                item.future.set_exception(EngineClosed("the Redis engine is closed"))
+        self._outstanding.clear()
+        with contextlib.suppress(*TRANSIENT_ERRORS, ResponseError):
+            await self._client.delete(self._reply_key)
+            await self._client.hdel(self.keys.beats, self._beat_name)
+        await self._client.aclose()
+
+    async def __aenter__(self) -> RedisEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # Work
+
+    async def run(
+        self,
+        fn: Callable[[*Ts], R],
+        *args: *Ts,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> R:
+        """Run ``fn(*args)`` on some node and return its result.
+
+        ``fn`` must be a public module-level function of a module the nodes imported
+        (``--import``); it is sent by name. Arguments and result must be msgpack data
+        (or anything picklable with ``codec="pickle"``).
+
+        Args:
+            timeout: seconds the call may run on its node; past it the node's process is
+                killed and :class:`hybrid.TaskTimeout` raised.
+            deadline: seconds from now by which the result must be ready; the node
+                drops the job unrun if it arrives later and cuts its run time to what is
+                left (clocks of client and node are assumed to agree).
+
+        Raises:
+            The task's exception, :class:`hybrid.TaskTimeout`, :class:`hybrid.WorkerCrashed`,
+            :class:`JobRejected` (a node refused the job) or :class:`hybrid.EngineClosed`.
+
+        Cancellation: the caller stops waiting; the job may still run on a node.
+        """
+        (outcome,) = await self._submit(task_name(fn), [tuple(args)], timeout, deadline)
+        return _value(outcome)  # type: ignore[no-any-return]
+
+    async def run_batch(
+        self,
+        fn: Callable[[T], R] | Callable[..., R],
+        calls: Iterable[tuple[Any, ...]],
+        *,
+        timeout: float | None = None,
+    ) -> list[R]:
+        """Run ``fn(*args)`` for every tuple in ``calls``, many per stream entry.
+
+        Returns the results in order; raises the first failing call's exception once all
+        have settled.
+        """
+        name = task_name(fn)
+        all_calls = [tuple(args) for args in calls]
+        size = self.chunk_calls
+        chunks = [all_calls[k : k + size] for k in range(0, len(all_calls), size)]
+        replies = await asyncio.gather(*(self._submit(name, c, timeout, None) for c in chunks))
+        return [_value(outcome) for reply in replies for outcome in reply]
+
+    async def map(
+        self,
+        fn: Callable[[T], R],
+        iterable: Iterable[T] | AsyncIterable[T],
+        *,
+        ordered: bool = True,
+        timeout: float | None = None,
+        window: int | None = None,
+    ) -> AsyncIterator[R]:
+        """Yield ``fn(item)`` for each item, ``chunk_calls`` items per stream entry.
+
+        At most ``window`` entries are in flight at once. Leaving the loop early stops
+        waiting for the rest.
+        """
+        name = task_name(fn)
+        limit = window or DEFAULT_WINDOW_ENTRIES
+        waiting: list[asyncio.Task[list[Any]]] = []
+        chunk: list[tuple[Any, ...]] = []
+        try:
+            async for item in _iterate(iterable):
+                chunk.append((item,))
+                if len(chunk) >= self.chunk_calls:
+                    waiting.append(asyncio.create_task(self._submit(name, chunk, timeout, None)))
+                    chunk = []
+                while len(waiting) >= limit:
+                    for value in await _next_done(waiting, ordered):
+                        yield value
+            if chunk:
+                waiting.append(asyncio.create_task(self._submit(name, chunk, timeout, None)))
+            while waiting:
+                for value in await _next_done(waiting, ordered):
+                    yield value
+        finally:
+            for task in waiting:
+                task.cancel()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: submitted jobs, results, duplicate results, resubmissions, restarts."""
+        return {**self.counters, "outstanding": len(self._outstanding)}
+
+    # Submitting
+
+    async def _submit(
+        self,
+        fn_name: str,
+        calls: list[tuple[Any, ...]],
+        timeout: float | None,
+        deadline: float | None,
+    ) -> list[Any]:
+        if self._closed:
+            raise EngineClosed("the Redis engine is closed")
+        if not self._loops:
+            await self.start()
+        self._sequence += 1
+        job_id = f"{self.client_id}:{self._sequence}".encode()
+        deadline_ns = None if deadline is None else time.time_ns() + int(deadline * 1e9)
+        fields = encode_job(
+            job_id,
+            fn_name,
+            calls,
+            reply_key=self._reply_key,
+            codec=self._codec,
+            secret=self._secret,
+            timeout_s=timeout,
+            deadline_ns=deadline_ns,
+        )
+        size = sum(len(k) + len(v) for k, v in fields.items())
+        if size > self.max_entry_bytes:
+            raise ValueError(f"job of {size} bytes exceeds max_entry_bytes={self.max_entry_bytes}")
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._outstanding[job_id] = _Outstanding(fields, future)
+        self._send(fields)
+        self.counters["submitted"] += 1
+        try:
+            return await future
+        finally:
+            self._outstanding.pop(job_id, None)
+
+    def _send(self, fields: Fields) -> None:
+        self._to_send.append(fields)
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Send everything queued, one pipeline per round, waiting out Redis outages."""
+        backoff = Backoff()
+        try:
+            while self._to_send:
+                batch = self._to_send
+                self._to_send = []
+                try:
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for fields in batch:
+                            pipe.xadd(self.keys.jobs, fields)  # type: ignore[arg-type]
+                        await pipe.execute()
+                except TRANSIENT_ERRORS:
+                    self._to_send = batch + self._to_send
+                    await backoff.wait()
+                else:
+                    backoff.reset()
+        finally:
+            self._flushing = None
+
+    # Results
+
+    async def _read_loop(self) -> None:
+        backoff = Backoff()
+        reads_since_trim = 0
+        # Checked as well as cancellation: redis-py may turn a cancel into a ConnectionError.
+        while not self._closed:
+            try:
+                reply = await self._client.xread(
+                    {self._reply_key: self._last_read}, count=READ_BATCH, block=READ_BLOCK_MS
+                )
+            except TRANSIENT_ERRORS:
+                await backoff.wait()
+                continue
+            except ResponseError as exc:
+                if not is_loading(exc):
+                    raise
+                await backoff.wait()
+                continue
+            backoff.reset()
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    self._last_read = entry_id
+                    self._take(fields)
+                reads_since_trim += len(entries)
+            if reads_since_trim >= READ_BATCH or (reads_since_trim and not reply):
+                reads_since_trim = 0
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await self._client.xtrim(self._reply_key, minid=self._last_read)
+
+    def _take(self, fields: dict[bytes, bytes]) -> None:
+        try:
+            job_id, outcomes = decode_result(fields, self._secret)
+        except (Rejected, KeyError, ValueError, TypeError):
+            return
+        self.counters["results"] += 1
+        if job_id in self._settled:
+            self.counters["duplicate_results"] += 1
+            return
+        self._settled[job_id] = None
+        if len(self._settled) > REMEMBERED_RESULTS:
+            self._settled.popitem(last=False)
+        item = self._outstanding.get(job_id)
+        if item is not None and not item.future.done():
+            item.future.set_result(outcomes)
+
+    # Liveness and restarts
+
+    @property
+    def _beat_name(self) -> bytes:
+        return f"client:{self.client_id}".encode()
+
+    async def _beat_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.beat_interval_s)
+            try:
+                await self._beat()
+            except TRANSIENT_ERRORS:
+                continue
+            except ResponseError as exc:
+                if not is_loading(exc):
+                    raise
+
+    async def _beat(self) -> None:
+        value = beat_value(time.time_ns(), self.beat_interval_s, "client")
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.beats, self._beat_name, msgpack.packb(value))
+            pipe.pexpire(self._reply_key, REPLY_TTL_MS)
+            await pipe.execute()
+        run_id = await server_run_id(self._client)
+        if run_id != self._run_id:
+            self._run_id = run_id
+            self._resubmit_all()
+
+    def _resubmit_all(self) -> None:
+        """Redis restarted and may have lost every entry: send each outstanding job again."""
+        self.counters["restarts_seen"] += 1
+        self._last_read = b"0-0"
+        for item in self._outstanding.values():
+            if not item.future.done():
+                self.counters["resubmitted"] += 1
+                self._send(item.fields)
+
+
+def _value(outcome: Any) -> Any:
+    if outcome[0] == 1:
+        return outcome[1]
+    raise rebuild_remote_error(outcome[1])
+
+
+async def _iterate(iterable: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(iterable, AsyncIterable):
+        async for item in iterable:
+            yield item
+    else:
+        for item in iterable:
+            yield item
+
+
+async def _next_done(waiting: list[asyncio.Task[list[Any]]], ordered: bool) -> list[Any]:
+    """The values of the next finished entry: the oldest (ordered) or the first done."""
+    if ordered:
+        task = waiting.pop(0)
+    else:
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        task = done.pop()
+        waiting.remove(task)
+    return [_value(outcome) for outcome in await task]

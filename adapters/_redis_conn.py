@@ -1,0 +1,128 @@
+"""Connections that never hang silently, key names, and reconnecting with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 3.0
+SOCKET_TIMEOUT_S = 10.0  # must exceed the longest BLOCK we ask for
+KEEPALIVE_IDLE_S = 5  # TCP keepalive: a dead peer is noticed within ~idle + interval * count
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_COUNT = 3
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 2.0
+GROUP = b"workers"
+
+# Redis being unreachable or restarting, as opposed to a wrong command.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def is_loading(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith("LOADING")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Every key of one cluster, sharing a hash tag so scripts may touch them together."""
+
+    prefix: str
+
+    def _key(self, name: str) -> bytes:
+        return f"{{{self.prefix}}}:{name}".encode()
+
+    @property
+    def jobs(self) -> bytes:
+        return self._key("jobs")
+
+    @property
+    def dead(self) -> bytes:
+        return self._key("dead")
+
+    @property
+    def beats(self) -> bytes:
+        return self._key("beats")
+
+    @property
+    def reply_prefix(self) -> bytes:
+        return self._key("reply:")
+
+    def reply(self, client_id: str) -> bytes:
+        return self.reply_prefix + client_id.encode()
+
+
+def connect(url: str, **options: Any) -> aioredis.Redis:
+    """A client with connect and socket timeouts and TCP keepalive (``rediss://`` and ACLs work)."""
+    keepalive: dict[int, int] = {}
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, name):
+            keepalive[getattr(socket, name)] = value
+    options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+    options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+    options.setdefault("socket_keepalive", True)
+    options.setdefault("socket_keepalive_options", keepalive)
+    options.setdefault("health_check_interval", 15)
+    return aioredis.Redis.from_url(url, decode_responses=False, **options)
+
+
+class Backoff:
+    """Exponential backoff with jitter, reset after a success."""
+
+    def __init__(self, first_s: float = BACKOFF_FIRST_S, max_s: float = BACKOFF_MAX_S) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    async def wait(self) -> None:
+        delay_s = min(self.max_s, self.first_s * 2**self.failures)
+        self.failures += 1
+        await asyncio.sleep(delay_s * random.uniform(0.5, 1.0))
+
+
+async def server_run_id(client: aioredis.Redis) -> bytes:
+    """The server's run id: it changes when Redis restarts (and may have lost everything)."""
+    info = await client.info("server")
+    return str(info.get("run_id", "")).encode()
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]], backoff: Backoff, stopping: Callable[[], bool]
+) -> T | None:
+    """Run ``operation`` until it succeeds, waiting out Redis outages; None if told to stop."""
+    while not stopping():
+        try:
+            result = await operation()
+        except TRANSIENT_ERRORS:
+            await backoff.wait()
+        except ResponseError as exc:
+            if not is_loading(exc):
+                raise
+            await backoff.wait()
+        else:
+            backoff.reset()
+            return result
+    return None

@@ -1,0 +1,392 @@
+"""A worker node: consumes the job stream with a consumer group, runs jobs on a local engine.
+
+Three loops share one Redis client: the reader (``XREADGROUP`` in batches, as room
+allows), the finisher (results stored and acked in one script call per batch, only while
+this node still owns the entries) and the beater (heartbeat, lease renewal of long jobs,
+judging peers and claiming a dead peer's entries, orphan claims and stream trimming).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from redis.exceptions import ResponseError
+
+import hybrid
+
+from ._redis_codec import (
+    DEFAULT_MAX_ENTRY_BYTES,
+    Fields,
+    Rejected,
+    decode_job,
+    describe_error,
+    encode_result,
+)
+from ._redis_conn import GROUP, TRANSIENT_ERRORS, Backoff, Keys, connect, is_loading, retrying
+from ._redis_dispatch import Dispatcher, InFlight, build_registry
+from ._redis_errors import JobRejected
+from ._redis_liveness import ArrivalDetector, Detector, PeerTable, beat_value
+from ._redis_scripts import Scripts, taken_entries
+from ._redis_trim import safe_trim_id
+
+log = logging.getLogger("hybrid.redis")
+
+READ_BLOCK_MS = 500  # how long one XREADGROUP waits for new entries
+READ_BATCH = 512  # entries per XREADGROUP at most
+FINISH_BATCH = 512  # results per FINISH script call at most
+REPLY_TTL_MS = 600_000  # a reply stream nobody reads any more expires after this
+DEAD_LETTER_MAX_LEN = 100_000  # approximate cap of the dead-letter stream
+ORPHAN_CHECK_S = 1.0  # how often to claim entries idle past the lease
+TRIM_INTERVAL_S = 2.0  # how often to trim acknowledged entries off the job stream
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """How a worker node behaves (the ``hybrid worker`` options).
+
+    Attributes:
+        lease_s: an entry idle this long (no beat, no renewal from its holder) is claimed
+            by any node; a live node renews its long jobs well before.
+        beat_interval_s: how often the node beats, reads its peers' beats and judges them.
+        dead_after_s: the least silence after which a peer may be judged dead.
+        max_deliveries: an entry delivered more often than this is dead-lettered.
+        drain_timeout_s: on SIGTERM, how long running jobs may take before the rest is
+            handed back to the stream.
+    """
+
+    url: str = "redis://127.0.0.1:6379/0"
+    modules: tuple[str, ...] = ()
+    prefix: str = "hybrid"
+    workers: int | None = None
+    concurrency: int = 256
+    lease_s: float = 30.0
+    beat_interval_s: float = 0.2
+    dead_after_s: float = 0.8
+    max_deliveries: int = 5
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
+    drain_timeout_s: float = 30.0
+    secret: bytes | None = None
+    detector_factory: Callable[[float, float], Detector] | None = None
+
+
+class WorkerNode:
+    """One ``hybrid worker`` process: a consumer of the job stream with a local engine."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.keys = Keys(config.prefix)
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}".encode()
+        self.registry = build_registry(config.modules)
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("received", "completed", "dead_lettered", "claimed", "lease_lost", "handed_back"), 0
+        )
+        self._client = connect(config.url)
+        self._scripts = Scripts(self._client)
+        self._engine = hybrid.Engine(workers=config.workers)
+        self._dispatcher = Dispatcher(self._engine, self.registry, self._job_done)
+        make = config.detector_factory or ArrivalDetector
+        self._peers = PeerTable(lambda: make(config.beat_interval_s, config.dead_after_s))
+        self._inflight: dict[bytes, InFlight] = {}
+        self._finished: list[InFlight] = []
+        self._finished_event = asyncio.Event()
+        self._room = asyncio.Event()
+        self._stopping = False
+        self._closed = False  # checked by the loops: redis-py may turn a cancel into an error
+        self._loops: list[asyncio.Task[None]] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._backoff = Backoff()
+
+    # Life cycle
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then drain: finish or hand back every held entry."""
+        await self._engine.start()
+        try:
+            await retrying(self._ensure_group, Backoff(), stop.is_set)
+            if stop.is_set():
+                return
+            log.info("node %s consuming %s", self.name.decode(), self.keys.jobs.decode())
+            self._reader = asyncio.create_task(self._read_loop())
+            self._loops = [
+                asyncio.create_task(self._finish_loop()),
+                asyncio.create_task(self._beat_loop()),
+            ]
+            await stop.wait()
+            await self._drain()
+        finally:
+            self._closed = True
+            for task in [*self._loops, *([self._reader] if self._reader else [])]:
+                task.cancel()
+            await asyncio.gather(*self._loops, return_exceptions=True)
+            await self._engine.close(cancel=True)
+            await self._client.aclose()
+
+    async def _drain(self) -> None:
+        self._stopping = True
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        while (self._inflight or self._finished) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(*TRANSIENT_ERRORS, ResponseError):
+            await self._hand_back_all()
+            await self._client.hdel(self.keys.beats, self.name)
+            if not await self._own_pending_ids():
+                await self._client.xgroup_delconsumer(self.keys.jobs, GROUP, self.name)
+
+    async def _hand_back_all(self) -> None:
+        ids = await self._own_pending_ids()
+        if ids:
+            handed = await self._scripts.hand_back(
+                keys=[self.keys.jobs], args=[GROUP, self.name, *ids]
+            )
+            self.counters["handed_back"] += int(handed)
+            log.info("handed back %d entries", handed)
+
+    async def _own_pending_ids(self) -> list[bytes]:
+        rows = await self._client.xpending_range(
+            self.keys.jobs, GROUP, min="-", max="+", count=100_000, consumername=self.name
+        )
+        return [row["message_id"] for row in rows]
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self._client.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # Reading
+
+    async def _read_loop(self) -> None:
+        streams = {self.keys.jobs: ">"}
+        while not self._stopping:
+            room = self.config.concurrency - len(self._inflight)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                reply = await self._client.xreadgroup(
+                    GROUP, self.name, streams, count=min(room, READ_BATCH), block=READ_BLOCK_MS
+                )
+            except TRANSIENT_ERRORS:
+                await self._backoff.wait()
+                continue
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await retrying(self._ensure_group, self._backoff, lambda: self._stopping)
+                elif is_loading(exc):
+                    await self._backoff.wait()
+                else:
+                    raise
+                continue
+            self._backoff.reset()
+            for _stream, entries in reply or []:
+                await self._accept([(entry_id, fields, 1) for entry_id, fields in entries])
+
+    async def _accept(self, entries: Iterable[tuple[bytes, Fields | None, int]]) -> None:
+        """Check new or claimed entries: run the good ones, dead-letter the rest."""
+        accepted: list[InFlight] = []
+        rejected: list[tuple[bytes, Fields | None, str]] = []
+        now_s = time.monotonic()
+        for entry_id, fields, deliveries in entries:
+            if entry_id in self._inflight:
+                continue
+            try:
+                item = self._check(entry_id, fields, deliveries, now_s)
+            except Rejected as exc:
+                rejected.append((entry_id, fields, exc.reason))
+                continue
+            self._inflight[entry_id] = item
+            accepted.append(item)
+        self.counters["received"] += len(accepted)
+        if rejected:
+            await self._dead_letter(rejected)
+        if accepted:
+            await self._dispatcher.dispatch(accepted)
+
+    def _check(
+        self, entry_id: bytes, fields: Fields | None, deliveries: int, now_s: float
+    ) -> InFlight:
+        if deliveries > self.config.max_deliveries:
+            raise Rejected(
+                f"delivered {deliveries} times (max_deliveries={self.config.max_deliveries})"
+            )
+        job = decode_job(
+            fields,
+            secret=self.config.secret,
+            max_entry_bytes=self.config.max_entry_bytes,
+            reply_prefix=self.keys.reply_prefix,
+        )
+        if job.fn_name not in self.registry:
+            raise Rejected(f"unknown task {job.fn_name!r} (not in the modules this node imported)")
+        return InFlight(entry_id, job, now_s)
+
+    async def _dead_letter(self, rejected: list[tuple[bytes, Fields | None, str]]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for entry_id, fields, reason in rejected:
+                log.warning("dead-lettered %s: %s", entry_id.decode(), reason)
+                letter: dict[bytes, bytes] = {
+                    b"dl:reason": reason.encode(),
+                    b"dl:entry": entry_id,
+                    b"dl:consumer": self.name,
+                }
+                copy = fields or {}
+                if sum(len(k) + len(v) for k, v in copy.items()) <= self.config.max_entry_bytes:
+                    letter.update(copy)
+                pipe.xadd(self.keys.dead, letter, maxlen=DEAD_LETTER_MAX_LEN, approximate=True)
+                pipe.xack(self.keys.jobs, GROUP, entry_id)
+                self._tell_client(pipe, copy, reason)
+            await pipe.execute()
+        self.counters["dead_lettered"] += len(rejected)
+
+    def _tell_client(self, pipe: Any, fields: Fields, reason: str) -> None:
+        """Fail the caller's job at once instead of leaving it waiting, where it can be told."""
+        reply_key, job_id = fields.get(b"r"), fields.get(b"j")
+        if not reply_key or not job_id or not reply_key.startswith(self.keys.reply_prefix):
+            return
+        error = {**describe_error(JobRejected(reason)), "kind": "rejected"}
+        pipe.xadd(reply_key, encode_result(job_id, [[0, error]], b"m", self.config.secret))
+
+    # Finishing
+
+    def _job_done(self, item: InFlight) -> None:
+        self._finished.append(item)
+        self._finished_event.set()
+
+    async def _finish_loop(self) -> None:
+        while not self._closed:
+            await self._finished_event.wait()
+            self._finished_event.clear()
+            while self._finished:
+                batch = self._finished[:FINISH_BATCH]
+                try:
+                    await retrying(lambda b=batch: self._store(b), self._backoff, lambda: self._closed)
+                except ResponseError as exc:
+                    # The entries stay pending unrenewed: past the lease they run again.
+                    log.error("could not store %d results: %s", len(batch), exc)
+                del self._finished[: len(batch)]
+                for item in batch:
+                    self._inflight.pop(item.entry_id, None)
+                self._room.set()
+
+    async def _store(self, batch: list[InFlight]) -> None:
+        args: list[bytes | str | int] = [GROUP, self.name, REPLY_TTL_MS]
+        for item in batch:
+            fields = encode_result(
+                item.job.job_id, item.outcomes, item.job.codec, self.config.secret
+            )
+            args += [item.entry_id, item.job.reply_key, item.job.job_id, fields[b"c"]]
+            args += [fields[b"o"], fields.get(b"s", b"")]
+        lost = int(await self._scripts.finish(keys=[self.keys.jobs], args=args))
+        self.counters["completed"] += len(batch) - lost
+        self.counters["lease_lost"] += lost
+
+    # Beating, leases and peers
+
+    async def _beat_loop(self) -> None:
+        interval_s = self.config.beat_interval_s
+        next_orphan_check = next_trim = time.monotonic()
+        while not self._closed:
+            started = time.monotonic()
+            try:
+                await self._beat()
+                await self._renew_leases()
+                await self._judge_peers()
+                if started >= next_orphan_check:
+                    next_orphan_check = started + ORPHAN_CHECK_S
+                    await self._claim_orphans()
+                if started >= next_trim:
+                    next_trim = started + TRIM_INTERVAL_S
+                    await self._trim()
+            except TRANSIENT_ERRORS:
+                log.debug("Redis unreachable; the node keeps trying")
+            except ResponseError as exc:
+                log.debug("beat step failed: %s", exc)
+            await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+
+    async def _beat(self) -> None:
+        value = beat_value(time.time_ns(), self.config.beat_interval_s, "node")
+        await self._client.hset(self.keys.beats, self.name, msgpack.packb(value))
+
+    async def _renew_leases(self) -> None:
+        now_s = time.monotonic()
+        due = [
+            item
+            for item in self._inflight.values()
+            if not item.lease_lost and now_s - item.renewed_at_s > self.config.lease_s / 4
+        ]
+        if not due:
+            return
+        lost = await self._scripts.renew(
+            keys=[self.keys.jobs], args=[GROUP, self.name, *(item.entry_id for item in due)]
+        )
+        lost_ids = set(lost)
+        for item in due:
+            item.renewed_at_s = now_s
+            item.lease_lost = item.entry_id in lost_ids
+
+    async def _judge_peers(self) -> None:
+        raw = await self._client.hgetall(self.keys.beats)
+        beats = {}
+        for name, value in raw.items():
+            with contextlib.suppress(Exception):
+                beats[name] = msgpack.unpackb(value)
+        beats.pop(self.name, None)
+        now_s = time.time()
+        self._peers.update(beats, now_s)
+        for name in list(self._peers.peers):
+            if name not in beats:
+                self._peers.forget(name)
+        for dead in self._peers.dead(now_s):
+            await self._take_over(dead)
+
+    async def _take_over(self, dead: bytes) -> None:
+        rows = await self._client.xpending_range(
+            self.keys.jobs, GROUP, min="-", max="+", count=10_000, consumername=dead
+        )
+        ids = [row["message_id"] for row in rows]
+        if ids:
+            reply = await self._scripts.claim_from(
+                keys=[self.keys.jobs], args=[GROUP, dead, self.name, *ids]
+            )
+            taken = taken_entries(reply)
+            self.counters["claimed"] += len(taken)
+            log.warning("peer %s is dead: took %d entries", dead.decode(), len(taken))
+            await self._accept(taken)
+        if len(ids) < 10_000:
+            await self._client.hdel(self.keys.beats, dead)
+            self._peers.forget(dead)
+            with contextlib.suppress(ResponseError):
+                await self._client.xgroup_delconsumer(self.keys.jobs, GROUP, dead)
+
+    async def _claim_orphans(self) -> None:
+        """Entries idle past the lease: held by a node that never beat here (or lost its beat)."""
+        if self._stopping:
+            return
+        reply = await self._scripts.autoclaim(
+            keys=[self.keys.jobs],
+            args=[GROUP, self.name, int(self.config.lease_s * 1000), READ_BATCH],
+        )
+        taken = taken_entries(reply)
+        if taken:
+            self.counters["claimed"] += len(taken)
+            log.warning("claimed %d entries idle past the lease", len(taken))
+            await self._accept(taken)
+
+    async def _trim(self) -> None:
+        min_id = await safe_trim_id(self._client, self.keys.jobs)
+        if min_id is not None:
+            await self._client.xtrim(self.keys.jobs, minid=min_id, approximate=True)

@@ -1,0 +1,132 @@
+"""Lua scripts that check who owns a pending entry and act on it in one atomic step.
+
+``XACK`` and ``XCLAIM`` act whoever holds an entry; these scripts first look the owner up
+with ``XPENDING``, so a node that lost its lease (it was paused, or Redis restarted) never
+stores a second result, steals an entry back or hands back work that is no longer its.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+# Store each result in its reply stream and ack its job, only while this node owns it.
+# KEYS[1] jobs; ARGV: group, me, reply_ttl_ms, then per result:
+# entry id, reply key, job id, codec, outcomes, signature ('' when unsigned).
+FINISH = """
+local jobs, group, me, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local lost = 0
+for i = 4, #ARGV, 6 do
+  local id, reply = ARGV[i], ARGV[i + 1]
+  local ok, p = pcall(redis.call, 'XPENDING', jobs, group, id, id, 1)
+  if ok and p[1] and p[1][2] == me then
+    local added
+    if ARGV[i + 5] == '' then
+      added = pcall(redis.call, 'XADD', reply, '*', 'v', '1', 'j', ARGV[i + 2],
+        'c', ARGV[i + 3], 'o', ARGV[i + 4])
+    else
+      added = pcall(redis.call, 'XADD', reply, '*', 'v', '1', 'j', ARGV[i + 2],
+        'c', ARGV[i + 3], 'o', ARGV[i + 4], 's', ARGV[i + 5])
+    end
+    if added and redis.call('PTTL', reply) < 0 then redis.call('PEXPIRE', reply, ttl) end
+    redis.call('XACK', jobs, group, id)
+  else
+    lost = lost + 1
+  end
+end
+return lost
+"""
+
+# Reset the idle time of entries this node still owns (JUSTID: delivery counts unchanged).
+# KEYS[1] jobs; ARGV: group, me, ids. Returns the ids no longer owned.
+RENEW = """
+local jobs, group, me = KEYS[1], ARGV[1], ARGV[2]
+local lost = {}
+for i = 3, #ARGV do
+  local ok, p = pcall(redis.call, 'XPENDING', jobs, group, ARGV[i], ARGV[i], 1)
+  if ok and p[1] and p[1][2] == me then
+    redis.call('XCLAIM', jobs, group, me, 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+
+# Take over entries still held by a consumer judged dead; a racing node takes none twice.
+# KEYS[1] jobs; ARGV: group, dead consumer, me, ids.
+# Returns {id, fields or false, delivery count} per entry taken.
+CLAIM_FROM = """
+local jobs, group, dead, me = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local taken = {}
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', jobs, group, ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == dead then
+    local e = redis.call('XCLAIM', jobs, group, me, 0, ARGV[i])
+    local fields = false
+    if e[1] and e[1][2] then fields = e[1][2] end
+    table.insert(taken, {ARGV[i], fields, p[1][4] + 1})
+  end
+end
+return taken
+"""
+
+# Claim entries idle longer than the lease (their holder neither beats nor renews).
+# KEYS[1] jobs; ARGV: group, me, min idle ms, count. Returns {id, fields or false, count}.
+AUTOCLAIM = """
+local jobs, group, me = KEYS[1], ARGV[1], ARGV[2]
+local r = redis.call('XAUTOCLAIM', jobs, group, me, ARGV[3], '0-0', 'COUNT', ARGV[4])
+local taken = {}
+for _, e in ipairs(r[2]) do
+  local p = redis.call('XPENDING', jobs, group, e[1], e[1], 1)
+  local count = 1
+  if p[1] then count = p[1][4] end
+  table.insert(taken, {e[1], e[2] or false, count})
+end
+for _, id in ipairs(r[3] or {}) do
+  table.insert(taken, {id, false, 1})
+end
+return taken
+"""
+
+# Put entries back on the stream as new ones (so any node reads them at once) and ack the
+# old ones, for entries this node still owns. KEYS[1] jobs; ARGV: group, me, ids.
+HAND_BACK = """
+local jobs, group, me = KEYS[1], ARGV[1], ARGV[2]
+local handed = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', jobs, group, ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == me then
+    local e = redis.call('XRANGE', jobs, ARGV[i], ARGV[i])
+    if e[1] then
+      redis.call('XADD', jobs, '*', unpack(e[1][2]))
+      handed = handed + 1
+    end
+    redis.call('XACK', jobs, group, ARGV[i])
+  end
+end
+return handed
+"""
+
+
+class Scripts:
+    """The scripts registered on one client (EVALSHA, loaded again after a restart)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.finish = client.register_script(FINISH)
+        self.renew = client.register_script(RENEW)
+        self.claim_from = client.register_script(CLAIM_FROM)
+        self.autoclaim = client.register_script(AUTOCLAIM)
+        self.hand_back = client.register_script(HAND_BACK)
+
+
+def taken_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes] | None, int]]:
+    """Decode the ``{id, fields, count}`` triples CLAIM_FROM and AUTOCLAIM return."""
+    entries = []
+    for entry_id, flat, count in reply or []:
+        fields = None
+        if flat:
+            fields = {flat[k]: flat[k + 1] for k in range(0, len(flat), 2)}
+        entries.append((entry_id, fields, int(count)))
+    return entries

@@ -1,0 +1,49 @@
+"""Scale-out over Redis Streams: a client engine and ``hybrid worker`` nodes.
+
+Clients submit jobs to ``{prefix}:jobs``; nodes read it with one consumer group, run each
+job on their own local :class:`hybrid.Engine`, store the result on the client's reply
+stream and acknowledge the entry in one atomic step. Nodes heartbeat; a node judged dead
+has its pending entries claimed at once by a live one. Needs ``pip install 'hybrid[redis]'``.
+
+Example::
+
+    async with RedisEngine("redis://127.0.0.1:6379/0") as engine:
+        total = await engine.run(myapp.tasks.add, 1, 2)
+
+and on each host: ``hybrid worker --redis redis://... --import myapp.tasks``.
+"""
+
+from __future__ import annotations
+
+try:
+    import msgpack  # noqa: F401
+    import redis.asyncio  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"adapters.redis needs {exc.name}: install it with pip install 'hybrid[redis]'"
+    ) from exc
+
+from ._redis_cli import worker_command
+from ._redis_client import RedisEngine
+from ._redis_dispatch import build_registry, task_name
+from ._redis_errors import JobRejected
+from ._redis_liveness import ArrivalDetector, Detector, PeerState
+from ._redis_node import NodeConfig, WorkerNode
+
+__all__ = [
+    "ArrivalDetector",
+    "Detector",
+    "JobRejected",
+    "NodeConfig",
+    "PeerState",
+    "RedisEngine",
+    "WorkerNode",
+    "build_registry",
+    "task_name",
+    "worker_command",
+]
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(worker_command(sys.argv[1:]))

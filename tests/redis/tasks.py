@@ -1,0 +1,37 @@
+"""Functions that worker nodes in the Redis tests may run (the nodes --import this module)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+class TaskFailed(ValueError):
+    """Raised on purpose by :func:`fail`."""
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def noop(x: int) -> int:
+    return x
+
+
+def where(x: int) -> list[int]:
+    """The call's input and the pid of the process that ran it."""
+    return [x, os.getpid()]
+
+
+def slow(x: int, seconds: float) -> list[int]:
+    """Sleep, then report the input and the running pid (a stand-in for long work)."""
+    time.sleep(seconds)
+    return [x, os.getpid()]
+
+
+def fail(message: str) -> None:
+    raise TaskFailed(message)
+
+
+def crash() -> None:
+    os._exit(3)
