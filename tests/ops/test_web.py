@@ -90,7 +90,7 @@ async def test_engine_errors_become_http_answers(serve: Serve, http: aiohttp.Cli
 async def test_a_full_queue_answers_503_with_retry_after(
     serve: Serve, http: aiohttp.ClientSession
 ) -> None:
-    app = make_app(workers=1, max_queued=1)
+    app = make_app(workers=1, max_queued=1, metrics=True)
     server = await serve(app)
     engine = aiohttp_web.get_engine(app)
     running = asyncio.ensure_future(http.get(server.make_url("/sleep"), params={"s": "0.6"}))
@@ -107,6 +107,10 @@ async def test_a_full_queue_answers_503_with_retry_after(
     for request in (running, queued):
         async with await request as response:
             assert response.status == 200
+    async with http.get(server.make_url("/metrics")) as response:
+        exported = await response.text()
+    assert 'hybrid_tasks_rejected_total{function="pid_of",pool="default"} 1.0' in exported
+    assert 'hybrid_tasks_completed_total{function="sleep_and_pid",pool="default"} 2.0' in exported
 
 
 @pytest.mark.parametrize("handler_cancellation", [False, True])
