@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, TypeVarTuple
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 from redis.exceptions import ResponseError
 
 from hybrid import EngineClosed
@@ -310,7 +310,7 @@ class RedisEngine:
         # Checked as well as cancellation: redis-py may turn a cancel into a ConnectionError.
         while not self._closed:
             try:
-                reply = await self._client.xread(
+                reply: Any = await self._client.xread(
                     {self._reply_key: self._last_read}, count=READ_BATCH, block=READ_BLOCK_MS
                 )
             except TRANSIENT_ERRORS:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from hybrid import RemoteError, RemoteTraceback, TaskTimeout, WorkerCrashed
 from hybrid._outcome import Outcome, rebuild_error

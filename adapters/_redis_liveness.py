@@ -1,91 +1,51 @@
 """Who is alive: heartbeats with ``sent_time`` through Redis, judged per peer by a detector.
 
 Each node and client writes ``[sent_time_ns, interval_s, role]`` into the cluster's beats
-hash every beat. Nodes read the hash each beat and feed every peer's detector one
-observation per new beat. The detector is anything with the shape of
-``hybrid.messaging.FailureDetector`` (``observe``, ``state``, ``heartbeat_interval``);
-:class:`ArrivalDetector` is a small stand-in with that shape.
+hash every beat. Nodes read the hash each beat and feed every peer's
+:class:`hybrid.messaging.FailureDetector` one observation per new beat (``received_at`` is
+when the read returned, on this node's clock, so clock offsets between hosts cancel).
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
-class PeerState(enum.Enum):
-    ALIVE = "alive"
-    SUSPECT = "suspect"
-    DEAD = "dead"
+from hybrid.messaging import DetectorConfig, FailureDetector, PeerState
 
 
 class Detector(Protocol):
-    """What a node needs from a failure detector (the shape of issue 3's)."""
+    """What a node needs from a failure detector (``hybrid.messaging.FailureDetector``)."""
 
     def observe(self, sent_time: float, received_at: float) -> None: ...
 
-    def state(self, now: float) -> Any: ...
+    def state(self, now: float) -> PeerState: ...
 
     def heartbeat_interval(self) -> float: ...
 
 
-def is_dead(state: Any) -> bool:
-    """True for this module's DEAD and for any detector state named DEAD."""
-    return str(getattr(state, "name", state)).upper() == "DEAD"
+POLL_GAPS_PER_STALL = 3.0  # a read of the beats this many intervals late is our own stall
 
 
-MIN_DEAD_AFTER_S = 0.6  # never convict sooner, whatever the measured jitter
-DEVIATIONS_TO_DEAD = 8.0  # arrivals later than mean + 8 deviations are not jitter
-STALL_FACTOR = 3.0  # a gap between state() calls this many intervals long is our own stall
+def redis_detector(beat_interval_s: float, dead_after_s: float) -> FailureDetector:
+    """A detector tuned for beats read by polling Redis every ``beat_interval_s``.
 
-
-class ArrivalDetector:
-    """Silence measured against the peer's own arrival pattern (local clock only).
-
-    Arrival times are taken on the receiver's clock, so a peer's clock offset or drift
-    cannot matter. The peer is DEAD once silent for longer than its mean inter-arrival
-    time plus ``DEVIATIONS_TO_DEAD`` mean deviations (at least ``dead_after_s``), SUSPECT
-    past half of that. If ``state`` itself was not called for a long while, the local
-    loop stalled: that time is not held against the peer.
+    A new peer may be convicted after ``dead_after_s`` past its expected beat (the
+    default detector starts at 3 s and earns speed over half an hour of acquaintance;
+    here a node killed a minute after it started must be noticed in about a second).
     """
-
-    def __init__(self, interval_s: float, dead_after_s: float) -> None:
-        self._interval_s = interval_s
-        self._dead_after_s = max(dead_after_s, MIN_DEAD_AFTER_S)
-        self._last_arrival: float | None = None
-        self._mean_gap_s = interval_s
-        self._deviation_s = interval_s / 4
-        self._last_check: float | None = None
-
-    def observe(self, sent_time: float, received_at: float) -> None:
-        if self._last_arrival is not None:
-            gap_s = received_at - self._last_arrival
-            error_s = gap_s - self._mean_gap_s
-            self._mean_gap_s += error_s / 8
-            self._deviation_s += (abs(error_s) - self._deviation_s) / 4
-        self._last_arrival = received_at
-
-    def state(self, now: float) -> PeerState:
-        if self._last_check is not None and self._last_arrival is not None:
-            stalled_s = now - self._last_check - STALL_FACTOR * self._interval_s
-            if stalled_s > 0:
-                self._last_arrival += stalled_s
-        self._last_check = now
-        if self._last_arrival is None:
-            return PeerState.ALIVE
-        silent_s = now - self._last_arrival
-        limit_s = max(self._dead_after_s, self._mean_gap_s + DEVIATIONS_TO_DEAD * self._deviation_s)
-        if silent_s > limit_s:
-            return PeerState.DEAD
-        if silent_s > limit_s / 2:
-            return PeerState.SUSPECT
-        return PeerState.ALIVE
-
-    def heartbeat_interval(self) -> float:
-        return self._interval_s
+    return FailureDetector(
+        DetectorConfig(
+            min_interval_s=beat_interval_s,
+            max_interval_s=beat_interval_s,
+            max_beats_per_s=1.0 / beat_interval_s,
+            initial_allowance_s=dead_after_s,
+            max_poll_gap_s=POLL_GAPS_PER_STALL * beat_interval_s,
+            stall_grace_s=2 * beat_interval_s,
+        )
+    )
 
 
 @dataclass
@@ -104,7 +64,10 @@ class PeerTable:
 
     def update(self, beats: dict[bytes, Any], received_at_s: float) -> None:
         """Feed the detectors the beats that are new since the last read."""
-        for name, (sent_ns, _interval_s, role) in beats.items():
+        for name, value in beats.items():
+            if not is_well_formed(value):
+                continue
+            sent_ns, _interval_s, role = value
             peer = self.peers.get(name)
             if peer is None:
                 peer = self.peers[name] = Peer(self.make_detector(), role=str(role))
@@ -117,7 +80,7 @@ class PeerTable:
         return [
             name
             for name, peer in self.peers.items()
-            if peer.role == role and is_dead(peer.detector.state(now_s))
+            if peer.role == role and peer.detector.state(now_s) is PeerState.DEAD
         ]
 
     def forget(self, name: bytes) -> None:
@@ -128,7 +91,7 @@ def beat_value(sent_ns: int, interval_s: float, role: str) -> list[Any]:
     return [sent_ns, interval_s, role]
 
 
-def is_finite_beat(value: Any) -> bool:
+def is_well_formed(value: Any) -> bool:
     return (
         isinstance(value, list)
         and len(value) == 3

@@ -17,9 +17,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 from redis.exceptions import ResponseError
 
 import hybrid
@@ -35,7 +36,7 @@ from ._redis_codec import (
 from ._redis_conn import GROUP, TRANSIENT_ERRORS, Backoff, Keys, connect, is_loading, retrying
 from ._redis_dispatch import Dispatcher, InFlight, build_registry
 from ._redis_errors import JobRejected
-from ._redis_liveness import ArrivalDetector, Detector, PeerTable, beat_value
+from ._redis_liveness import Detector, PeerTable, beat_value, redis_detector
 from ._redis_scripts import Scripts, taken_entries
 from ._redis_trim import safe_trim_id
 
@@ -94,7 +95,7 @@ class WorkerNode:
         self._scripts = Scripts(self._client)
         self._engine = hybrid.Engine(workers=config.workers)
         self._dispatcher = Dispatcher(self._engine, self.registry, self._job_done)
-        make = config.detector_factory or ArrivalDetector
+        make = config.detector_factory or redis_detector
         self._peers = PeerTable(lambda: make(config.beat_interval_s, config.dead_after_s))
         self._inflight: dict[bytes, InFlight] = {}
         self._finished: list[InFlight] = []
@@ -136,9 +137,11 @@ class WorkerNode:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        deadline = time.monotonic() + self.config.drain_timeout_s
-        while (self._inflight or self._finished) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.drain_timeout_s):
+                while self._inflight or self._finished:
+                    self._room.clear()
+                    await self._room.wait()
         with contextlib.suppress(*TRANSIENT_ERRORS, ResponseError):
             await self._hand_back_all()
             await self._client.hdel(self.keys.beats, self.name)
@@ -155,10 +158,10 @@ class WorkerNode:
             log.info("handed back %d entries", handed)
 
     async def _own_pending_ids(self) -> list[bytes]:
-        rows = await self._client.xpending_range(
+        rows: Any = await self._client.xpending_range(
             self.keys.jobs, GROUP, min="-", max="+", count=100_000, consumername=self.name
         )
-        return [row["message_id"] for row in rows]
+        return [bytes(row["message_id"]) for row in rows]
 
     async def _ensure_group(self) -> None:
         try:
@@ -170,7 +173,7 @@ class WorkerNode:
     # Reading
 
     async def _read_loop(self) -> None:
-        streams = {self.keys.jobs: ">"}
+        streams: Any = {self.keys.jobs: b">"}
         while not self._stopping:
             room = self.config.concurrency - len(self._inflight)
             if room <= 0:
@@ -178,8 +181,12 @@ class WorkerNode:
                 await self._room.wait()
                 continue
             try:
-                reply = await self._client.xreadgroup(
-                    GROUP, self.name, streams, count=min(room, READ_BATCH), block=READ_BLOCK_MS
+                reply: Any = await self._client.xreadgroup(
+                    GROUP,  # type: ignore[arg-type]  # redis-py's stubs want str; bytes work
+                    self.name,  # type: ignore[arg-type]
+                    streams,
+                    count=min(room, READ_BATCH),
+                    block=READ_BLOCK_MS,
                 )
             except TRANSIENT_ERRORS:
                 await self._backoff.wait()
@@ -238,7 +245,7 @@ class WorkerNode:
         async with self._client.pipeline(transaction=False) as pipe:
             for entry_id, fields, reason in rejected:
                 log.warning("dead-lettered %s: %s", entry_id.decode(), reason)
-                letter: dict[bytes, bytes] = {
+                letter: dict[Any, Any] = {
                     b"dl:reason": reason.encode(),
                     b"dl:entry": entry_id,
                     b"dl:consumer": self.name,
@@ -262,6 +269,9 @@ class WorkerNode:
 
     # Finishing
 
+    def _is_closed(self) -> bool:
+        return self._closed
+
     def _job_done(self, item: InFlight) -> None:
         self._finished.append(item)
         self._finished_event.set()
@@ -273,7 +283,7 @@ class WorkerNode:
             while self._finished:
                 batch = self._finished[:FINISH_BATCH]
                 try:
-                    await retrying(lambda b=batch: self._store(b), self._backoff, lambda: self._closed)
+                    await retrying(partial(self._store, batch), self._backoff, self._is_closed)
                 except ResponseError as exc:
                     # The entries stay pending unrenewed: past the lease they run again.
                     log.error("could not store %d results: %s", len(batch), exc)
@@ -339,8 +349,8 @@ class WorkerNode:
             item.lease_lost = item.entry_id in lost_ids
 
     async def _judge_peers(self) -> None:
-        raw = await self._client.hgetall(self.keys.beats)
-        beats = {}
+        raw: Any = await self._client.hgetall(self.keys.beats)
+        beats: dict[bytes, Any] = {}
         for name, value in raw.items():
             with contextlib.suppress(Exception):
                 beats[name] = msgpack.unpackb(value)

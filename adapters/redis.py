@@ -16,7 +16,7 @@ and on each host: ``hybrid worker --redis redis://... --import myapp.tasks``.
 from __future__ import annotations
 
 try:
-    import msgpack  # noqa: F401
+    import msgpack  # type: ignore[import-untyped]  # noqa: F401
     import redis.asyncio  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -27,18 +27,17 @@ from ._redis_cli import worker_command
 from ._redis_client import RedisEngine
 from ._redis_dispatch import build_registry, task_name
 from ._redis_errors import JobRejected
-from ._redis_liveness import ArrivalDetector, Detector, PeerState
+from ._redis_liveness import Detector, redis_detector
 from ._redis_node import NodeConfig, WorkerNode
 
 __all__ = [
-    "ArrivalDetector",
     "Detector",
     "JobRejected",
     "NodeConfig",
-    "PeerState",
     "RedisEngine",
     "WorkerNode",
     "build_registry",
+    "redis_detector",
     "task_name",
     "worker_command",
 ]
