@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -79,10 +80,8 @@ async def stopped_worker(repeats: int, busy: bool) -> tuple[list[float], list[fl
             killed.append(time.monotonic() - stopped_at)
             suspected.append((seen_suspect or time.monotonic()) - stopped_at)
             if job is not None:
-                try:
+                with contextlib.suppress(hybrid.WorkerCrashed):
                     await job
-                except hybrid.WorkerCrashed:
-                    pass
     return suspected, killed
 
 
