@@ -22,7 +22,9 @@ from .urls import CompiledScope, InvalidUrl, Scope, normalise
 
 MAX_TEXT_CHARS = 2000  # text kept per page; the full length is recorded too
 MAX_INVALID_LINKS = 20  # invalid links recorded per page
-BINARY_SNIFF_BYTES = 1024  # a NUL byte in this prefix marks a body as binary
+BINARY_SNIFF_BYTES = 1024  # the prefix of a body checked for binary content
+BINARY_CONTROL_FRACTION = 0.05  # control bytes in the prefix past which a body is binary
+TEXT_CONTROL_BYTES = frozenset(b"\t\n\r\x0c")
 
 Hook = Callable[[str, LexborHTMLParser], dict[str, Any]]
 
@@ -44,7 +46,7 @@ class Parsed:
 
 def parse_page(url: str, body: bytes, scope: Scope, hook_name: str | None) -> Parsed:
     """Parse one HTML page; never raises for bad HTML (``error`` says why instead)."""
-    if b"\x00" in body[:BINARY_SNIFF_BYTES]:
+    if _looks_binary(body[:BINARY_SNIFF_BYTES]):
         return Parsed(error="binary body served as HTML")
     tree = LexborHTMLParser(body.decode("utf-8", errors="replace"))
     base = _base_url(tree, url)
@@ -72,6 +74,14 @@ def parse_page(url: str, body: bytes, scope: Scope, hook_name: str | None) -> Pa
         extra=extra,
         invalid_links=tuple(invalid[:MAX_INVALID_LINKS]),
     )
+
+
+def _looks_binary(prefix: bytes) -> bool:
+    """A NUL byte, or more control bytes than any text has (random bytes have ~12 %)."""
+    if b"\x00" in prefix:
+        return True
+    controls = sum(1 for byte in prefix if byte < 32 and byte not in TEXT_CONTROL_BYTES)
+    return controls > BINARY_CONTROL_FRACTION * max(1, len(prefix))
 
 
 @cache

@@ -176,7 +176,7 @@ class SyntheticSite:
 
     async def _binary(self, request: web.Request) -> web.Response:
         self.served[request.path] += 1
-        body = bytes(random.Random(7).randrange(256) for _ in range(4096))
+        body = random.Random(7).randbytes(4096)
         return web.Response(body=body, content_type="text/html")
 
     async def _malformed(self, request: web.Request) -> web.Response:
@@ -215,8 +215,11 @@ async def _huge(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/html"})
     await response.prepare(request)
     chunk = b"<p>" + b"x" * (HUGE_CHUNK_BYTES - 3)
-    while True:  # endless: the client must cut it
-        await response.write(chunk)
+    try:
+        while True:  # endless: the client must cut it
+            await response.write(chunk)
+    except ConnectionError:
+        return response
 
 
 async def _slow(request: web.Request) -> web.Response:
@@ -237,7 +240,9 @@ class RunningSite:
         return f"http://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> RunningSite:
-        self._runner = web.AppRunner(self.site.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.site.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         tcp = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await tcp.start()
