@@ -38,7 +38,7 @@ async def test_demo_crawls_the_local_site_and_exports(tmp_path: Path) -> None:
 async def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
     if "--db" not in args:
         args = [*args, "--db", str(tmp_path / "x.sqlite")]
-    code, out, err = await run_crawler(*args)
+    code, _out, err = await run_crawler(*args)
     assert code == 2
     assert err.count("\n") == 1, err
     assert err.startswith("error: ")

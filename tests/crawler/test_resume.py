@@ -39,7 +39,7 @@ async def test_kill_9_then_resume_loses_nothing_and_stores_each_page_once(
         await first.wait()
         served_before = sum(site.served.values())
         assert served_before < site.pages  # killed mid-crawl
-        code, out, err = await run_crawler(*command)
+        code, _out, err = await run_crawler(*command)
     assert code == 0, err
     expected = set(site.page_paths())
     assert set(site.served) == expected  # the server saw every page

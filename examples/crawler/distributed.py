@@ -1,0 +1,203 @@
+"""A frontier shared by several crawler processes through a Redis stream.
+
+Keys under ``--redis-prefix``: ``:stream`` (the queue, read through the consumer group
+``crawlers``), ``:seen`` (a set: every URL ever queued), ``:results`` (a hash: URL ->
+final state). A URL is queued when it is first added to the seen set, in the same Lua
+script. Completing a URL is one script too: it records the result, queues the new links
+and acknowledges the entry, but only if this crawler still owns the entry; so each URL
+gets one result even when its entry was taken over.
+
+A crawler keeps the entries it holds alive by re-claiming them every second; entries of
+a crawler that died stay idle, and after :data:`TAKEOVER_IDLE_S` another crawler takes
+them with ``XAUTOCLAIM``. The crawl is over when nothing is pending and nothing is
+unread. Each process also writes the pages it completed to its own ``--db``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from adapters.sqlite import SqliteStore
+from hybrid.storage import Write
+
+from .cli import Config
+from .frontier import INSERT_OUTCOME, INSERT_PAGE, Job, Outcome, SeenCache
+
+GROUP = "crawlers"
+TAKEOVER_IDLE_S = 3.0  # an entry idle this long belongs to a dead crawler
+KEEPALIVE_INTERVAL_S = 1.0  # how often a crawler re-claims the entries it holds
+READ_BLOCK_MS = 200
+IDLE_CHECKS_TO_FINISH = 3  # consecutive empty checks before the crawl is declared over
+
+# KEYS: stream, seen. ARGV: depth, url...
+ADD_SCRIPT = """
+local added = 0
+for i = 2, #ARGV do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[1], '*', 'url', ARGV[i], 'depth', ARGV[1])
+    added = added + 1
+  end
+end
+return added
+"""
+# KEYS: stream, seen, results. ARGV: group, consumer, id, url, state, depth, link...
+COMPLETE_SCRIPT = """
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #owner == 0 then return 0 end
+for i = 7, #ARGV do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[1], '*', 'url', ARGV[i], 'depth', ARGV[6])
+  end
+end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+class RedisFrontier:
+    """The crawl frontier in Redis; build it with :meth:`open`."""
+
+    def __init__(self, client: aioredis.Redis, config: Config, store: SqliteStore) -> None:
+        self.client = client
+        self.store = store
+        self.stopping = False
+        prefix = config.redis_prefix
+        self.keys = (f"{prefix}:stream", f"{prefix}:seen", f"{prefix}:results")
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._window: deque[Job] = deque()
+        self._window_size = max(1, min(config.window, config.concurrency * 2))
+        self._held: set[str] = set()
+        self._in_flight = 0
+        self._idle_checks = 0
+        self._progress = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._seen = SeenCache()
+        self._add = client.register_script(ADD_SCRIPT)
+        self._complete = client.register_script(COMPLETE_SCRIPT)
+        self._keepalive: asyncio.Task[None] | None = None
+        self._pending_writes: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def open(cls, config: Config, store: SqliteStore) -> RedisFrontier:
+        assert config.redis_url is not None
+        client = aioredis.Redis.from_url(config.redis_url)
+        frontier = cls(client, config, store)
+        with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it exists
+            await client.xgroup_create(frontier.keys[0], GROUP, id="0", mkstream=True)
+        await frontier._add(keys=frontier.keys[:2], args=[0, *config.seeds])
+        frontier._keepalive = asyncio.create_task(frontier._keep_alive())
+        return frontier
+
+    async def next(self) -> Job | None:
+        """The next URL this crawler should fetch, or ``None`` when the crawl is over."""
+        while not self.stopping:
+            if self._window:
+                self._in_flight += 1
+                return self._window.popleft()
+            async with self._lock:
+                if self._window:
+                    continue
+                if await self._fill():
+                    continue
+                if self._in_flight == 0 and await self._looks_finished():
+                    await self.close()
+                    return None
+            await asyncio.sleep(0.05)
+        await self.close()
+        return None
+
+    def add_links(self, links: Iterable[str], depth: int) -> list[tuple[str, int]]:
+        return [(url, depth) for url in links if self._seen.first_time(url)]
+
+    def complete(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None:
+        task = asyncio.create_task(self._complete_one(job, outcome, links))
+        self._pending_writes.add(task)
+        task.add_done_callback(self._pending_writes.discard)
+
+    def record_unqueued(self, url: str, depth: int, state: int, reason: str) -> None:
+        self.store.submit([Write(INSERT_OUTCOME, [(url, depth, state, 0, reason)])])
+
+    def queued_in_memory(self) -> int:
+        return len(self._window)
+
+    def wake(self) -> None:
+        self._progress.set()
+
+    async def close(self) -> None:
+        if self._pending_writes:
+            await asyncio.gather(*self._pending_writes, return_exceptions=True)
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+            self._keepalive = None
+            await self.client.aclose()
+
+    async def _complete_one(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None:
+        depth = links[0][1] if links else job.depth + 1
+        try:
+            owned = await self._complete(
+                keys=self.keys,
+                args=[GROUP, self.consumer, job.key, job.url, outcome.state, depth]
+                + [url for url, _ in links],
+            )
+            if owned:
+                writes = [
+                    Write(
+                        INSERT_OUTCOME,
+                        [(job.url, job.depth, outcome.state, outcome.status, outcome.reason)],
+                    )
+                ]
+                if outcome.page is not None:
+                    writes.append(Write(INSERT_PAGE, [outcome.page]))
+                await self.store.write(writes)
+        finally:
+            self._held.discard(job.key)
+            self._in_flight -= 1
+
+    async def _fill(self) -> bool:
+        room = self._window_size
+        stream = self.keys[0]
+        _, claimed, *_ = await self.client.xautoclaim(
+            stream, GROUP, self.consumer, int(TAKEOVER_IDLE_S * 1000), "0-0", count=room
+        )
+        entries = list(claimed)
+        if not entries:
+            reply: Any = await self.client.xreadgroup(
+                GROUP, self.consumer, {stream: ">"}, count=room, block=READ_BLOCK_MS
+            )
+            entries = [entry for _, stream_entries in reply for entry in stream_entries]
+        for entry_id, fields in entries:
+            if not fields:
+                continue  # deleted entry
+            key = entry_id.decode()
+            self._held.add(key)
+            self._window.append(Job(key, fields[b"url"].decode(), int(fields[b"depth"])))
+        return bool(self._window)
+
+    async def _looks_finished(self) -> bool:
+        summary: Any = await self.client.xpending(self.keys[0], GROUP)
+        groups: Any = await self.client.xinfo_groups(self.keys[0])
+        lag = next((g.get("lag") for g in groups if g["name"] == GROUP.encode()), 0)
+        if summary["pending"] == 0 and not lag:
+            self._idle_checks += 1
+        else:
+            self._idle_checks = 0
+        return self._idle_checks >= IDLE_CHECKS_TO_FINISH
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_INTERVAL_S)
+            held: list[Any] = list(self._held)
+            if held:
+                await self.client.xclaim(self.keys[0], GROUP, self.consumer, 0, held, justid=True)
