@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import hybrid
-from hybrid.shared import Counter, Sink, pack_async, read_records, unpack_result_async
+from hybrid.shared import Counter, Sink, pack_async, read_records
 from hybrid.shared._payload import call_packed
 
 PAYLOAD_BYTES = 100 * 1000 * 1000
@@ -71,7 +71,7 @@ async def payload_shared(data: Any, repeats: int) -> list[float]:
             packed, lease = await pack_async((data,), MiB)
             try:
                 packed_result = await engine.run(call_packed, echo, packed, lease.reply)
-                result = await unpack_result_async(packed_result)
+                result = await lease.take_result_async(packed_result)
             finally:
                 lease.release()
             times.append(time.perf_counter() - started)

@@ -1,8 +1,8 @@
 """Sharing between processes without races or copies.
 
 - Large buffers by shared memory: :func:`publish` once, every worker maps the handle;
-  :func:`pack` / :func:`unpack` / :func:`unpack_result` move large arguments and
-  results of one call, and the call's :class:`Lease` always releases them.
+  :func:`pack_async` / :func:`call_packed` / :meth:`Lease.take_result_async` move large
+  arguments and results of one call, and :meth:`Lease.release` always frees them.
 - Shared state: :class:`Counter` (lock-free adds), :class:`SharedValue` (atomic
   read-modify-write) and :class:`NamedLock` (a timeout, and a dead holder frees it).
 - :class:`Sink`: an append-only JSON Lines / CSV file for many writers; :func:`read_records`.
@@ -14,21 +14,19 @@ Everything here is picklable and works with the fork, forkserver and spawn start
 from ._appending import OptimisticConflict
 from ._cache import Cache, MemoryCache, call_key
 from ._counter import Counter
+from ._lease import Lease, LeaseReleased, Reply
 from ._lock import LockTimeout, NamedLock
 from ._memory import Published, SharedBytes, publish
 from ._payload import (
     DEFAULT_THRESHOLD_BYTES,
-    Lease,
-    LeaseReleased,
-    Reply,
     call_packed,
     call_packed_kw,
+    holds_large,
     pack,
     pack_async,
     pack_result,
     unpack,
     unpack_result,
-    unpack_result_async,
 )
 from ._reading import read_records
 from ._segment import leftover_segments, remove_orphaned_segments
@@ -53,6 +51,7 @@ __all__ = [
     "call_key",
     "call_packed",
     "call_packed_kw",
+    "holds_large",
     "leftover_segments",
     "pack",
     "pack_async",
@@ -62,5 +61,4 @@ __all__ = [
     "remove_orphaned_segments",
     "unpack",
     "unpack_result",
-    "unpack_result_async",
 ]

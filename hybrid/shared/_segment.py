@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 PREFIX = "hybrid-shm-"  # distinct from the engine's own result areas ("hybrid-<pid>-...")
+TOMBSTONE = "-gone"  # the name ending of a call's tombstone (see _lease)
 _NAME = re.compile(r"^hybrid-shm-(\d+)-[0-9a-z]+(?:-[0-9a-z]+)*$")
 
 
@@ -83,14 +84,23 @@ def unlink(name: str) -> bool:
     return True
 
 
-def leftover_segments(owner_pid: int | None = None) -> list[str]:
+def leftover_segments(owner_pid: int | None = None, *, tombstones: bool = False) -> list[str]:
     """Names of segments owned by ``owner_pid`` (this process by default) that still exist.
 
     Tests assert this is empty after a call, whatever way the call ended.
+
+    Args:
+        owner_pid: whose segments; this process by default.
+        tombstones: also list the empty marker files of calls that ended abnormally
+            (they hold no memory and go a minute later, or when their owner exits).
     """
     pid = os.getpid() if owner_pid is None else owner_pid
     start = f"{PREFIX}{pid}-"
-    return sorted(entry.name for entry in shm_dir().iterdir() if entry.name.startswith(start))
+    return sorted(
+        entry.name
+        for entry in shm_dir().iterdir()
+        if entry.name.startswith(start) and (tombstones or not entry.name.endswith(TOMBSTONE))
+    )
 
 
 def remove_orphaned_segments() -> list[str]:

@@ -24,7 +24,7 @@ from hybrid.shared import (
     publish,
     remove_orphaned_segments,
     unpack,
-    unpack_result_async,
+    unpack_result,
 )
 from hybrid.shared._payload import call_packed
 
@@ -44,7 +44,7 @@ async def run_packed(
     packed, lease = await pack_async(args, threshold_bytes)
     try:
         packed_result = await engine.run(call_packed, fn, packed, lease.reply, timeout=timeout)
-        return await unpack_result_async(packed_result)
+        return await lease.take_result_async(packed_result)
     finally:
         lease.release()
 
@@ -185,6 +185,31 @@ def test_pack_result_leaves_small_results_alone_and_fails_cleanly_when_released(
     lease.release()
     with pytest.raises(LeaseReleased):
         pack_result(bytes(MiB), lease.reply)
+    assert leftover_segments() == []
+
+
+def test_only_a_call_that_ended_abnormally_leaves_a_tombstone_and_no_memory() -> None:
+    earlier = leftover_segments(tombstones=True)  # tombstones of earlier tests' abandoned calls
+    _, settled = pack((), MiB)
+    assert settled.reply is not None
+    big = pack_result(bytes(MiB), settled.reply)
+    assert settled.take_result(big) == bytes(MiB)
+    settled.release()
+    assert leftover_segments(tombstones=True) == earlier
+    _, abandoned = pack((), MiB)
+    assert abandoned.reply is not None
+    pack_result(bytes(MiB), abandoned.reply)  # the worker finished; the parent gave up
+    abandoned.release()
+    assert leftover_segments() == []
+    assert leftover_segments(tombstones=True) == sorted([*earlier, abandoned.reply.tombstone])
+
+
+def test_unpack_result_turns_handles_into_values_and_frees_them() -> None:
+    _, lease = pack((), MiB)
+    assert lease.reply is not None
+    packed = pack_result({"page": b"p" * MiB, "n": 1}, lease.reply)
+    assert unpack_result(packed) == {"page": b"p" * MiB, "n": 1}
+    lease.release()
     assert leftover_segments() == []
 
 
