@@ -64,3 +64,15 @@ def test_hybrid_info_reports_the_machine() -> None:
     )
     assert unknown.returncode == 2
     assert "unknown command 'teleport'" in unknown.stderr
+
+
+def test_adapter_commands_are_reached_through_the_hybrid_command() -> None:
+    for command in ("worker", "top"):
+        result = subprocess.run(
+            [sys.executable, "-m", "hybrid", command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"usage: hybrid {command}" in result.stdout
