@@ -116,3 +116,5 @@ async def _serve(config: NodeConfig) -> None:
     node = WorkerNode(config)
     print(f"hybrid worker {node.name.decode()} ready", flush=True)
     await node.serve(stop)
+    counters = " ".join(f"{name}={value}" for name, value in node.counters.items())
+    print(f"hybrid worker {node.name.decode()} stopped: {counters}", flush=True)

@@ -399,4 +399,4 @@ class WorkerNode:
     async def _trim(self) -> None:
         min_id = await safe_trim_id(self._client, self.keys.jobs)
         if min_id is not None:
-            await self._client.xtrim(self.keys.jobs, minid=min_id, approximate=True)
+            await self._client.xtrim(self.keys.jobs, minid=min_id, approximate=False)

@@ -35,3 +35,15 @@ def fail(message: str) -> None:
 
 def crash() -> None:
     os._exit(3)
+
+
+def record(path: str, x: int, seconds: float) -> int:
+    """Append this run to ``path`` (one line per execution), sleep, return ``x``."""
+    with open(path, "a") as file:
+        file.write(f"{x} {os.getpid()}\n")
+    time.sleep(seconds)
+    return x
+
+
+def echo(value: object) -> object:
+    return value

@@ -1,0 +1,202 @@
+"""Fixtures for the Redis scale-out tests: key prefixes, worker nodes, private servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT_S = 30.0  # the longest any helper waits for a process or a condition
+
+
+@pytest.fixture
+async def prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix of this test's own; every key under it is deleted at the end."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    await delete_keys(redis_url, name)
+
+
+async def delete_keys(url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}:*")]
+        if keys:
+            await client.delete(*keys)
+    except OSError:
+        pass
+    finally:
+        await client.aclose()
+
+
+@dataclass
+class Node:
+    """A ``hybrid worker`` subprocess and its output file."""
+
+    process: subprocess.Popen[bytes]
+    output: Path
+    name: str = ""
+
+    def text(self) -> str:
+        return self.output.read_text()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while "ready" not in self.text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker node did not start:\n{self.text()}")
+            time.sleep(0.02)
+        self.name = self.text().split()[2]
+
+    def counters(self) -> dict[str, int]:
+        """The counters the node printed when it stopped."""
+        for line in self.text().splitlines():
+            if " stopped: " in line:
+                pairs = line.split(" stopped: ")[1].split()
+                return {k: int(v) for k, v in (pair.split("=") for pair in pairs)}
+        raise AssertionError(f"the node printed no counters:\n{self.text()}")
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the node and its worker processes, as if the whole host did it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+    def stop(self, timeout_s: float = WAIT_S) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+        return self.process.wait(timeout_s)
+
+
+@dataclass
+class NodeFactory:
+    url: str
+    prefix: str
+    tmp: Path
+    nodes: list[Node] = field(default_factory=list)
+
+    def start(
+        self,
+        *options: str,
+        url: str | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Node:
+        output = self.tmp / f"node-{len(self.nodes)}.log"
+        command = [
+            sys.executable, "-m", "adapters.redis",
+            "--redis", url or self.url, "--prefix", self.prefix,
+            "--import", "tests.redis.tasks", "--workers", "1", *options,
+        ]  # fmt: skip
+        with output.open("wb") as sink:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,  # its own group: kill -9 takes the whole "host"
+            )
+        node = Node(process, output)
+        self.nodes.append(node)
+        if wait:
+            node.wait_ready()
+        return node
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.process.poll() is None:
+                node.signal_group(signal.SIGCONT)
+                node.signal_group(signal.SIGKILL)
+                node.process.wait(WAIT_S)
+
+
+@pytest.fixture
+def start_node(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Start ``hybrid worker`` nodes on this test's prefix; all are killed at the end."""
+    factory = NodeFactory(redis_url, prefix, tmp_path)
+    yield factory.start
+    factory.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of the test's own, without persistence: a restart loses everything."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is needed for restart tests"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(WAIT_S)
+        self.process = None
+
+
+@pytest.fixture
+def private_redis(redis_url: str) -> Iterator[PrivateRedis]:
+    """A private redis-server on a free port (not started yet); stopped at teardown."""
+    server = PrivateRedis(free_port())
+    yield server
+    server.stop()
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+
+async def wait_until(condition: Callable[[], Any], timeout_s: float = WAIT_S) -> None:
+    """Poll ``condition`` without blocking the event loop."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
