@@ -182,7 +182,7 @@ class RedisEngine:
 
     async def run_batch(
         self,
-        fn: Callable[[T], R] | Callable[..., R],
+        fn: Callable[..., R],
         calls: Iterable[tuple[Any, ...]],
         *,
         timeout: float | None = None,

@@ -192,7 +192,6 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = WAIT_S) -> None:
         time.sleep(0.02)
 
 
-
 async def wait_until(condition: Callable[[], Any], timeout_s: float = WAIT_S) -> None:
     """Poll ``condition`` without blocking the event loop."""
     deadline = time.monotonic() + timeout_s

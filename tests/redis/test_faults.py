@@ -37,7 +37,9 @@ def report(name: str, engine: RedisEngine, runs: Counter[int], jobs: int) -> Non
     )
 
 
-async def submit(engine: RedisEngine, path: Path, jobs: int, seconds: float) -> asyncio.Future[list[int]]:
+async def submit(
+    engine: RedisEngine, path: Path, jobs: int, seconds: float
+) -> asyncio.Future[list[int]]:
     return asyncio.gather(*(engine.run(tasks.record, str(path), i, seconds) for i in range(jobs)))
 
 

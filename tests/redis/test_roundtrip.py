@@ -60,7 +60,7 @@ async def test_functions_outside_the_allow_list_are_refused(
 ) -> None:
     start_node()
     async with RedisEngine(redis_url, prefix=prefix) as engine:
-        with pytest.raises(JobRejected, match="unknown task .*getcwd"):
+        with pytest.raises(JobRejected, match=r"unknown task .*getcwd"):
             await engine.run(os.getcwd)
 
 
