@@ -17,6 +17,7 @@ from ._map import MapResults
 from ._runner import run
 from ._spec import PoolSpec
 from ._stats import EngineStats, WorkerStats
+from .isolation import MemoryLimitExceeded
 
 __all__ = [
     "Engine",
@@ -24,6 +25,7 @@ __all__ = [
     "EngineStats",
     "HybridError",
     "MapResults",
+    "MemoryLimitExceeded",
     "NotPicklable",
     "Overloaded",
     "PoolSpec",

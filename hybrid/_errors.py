@@ -10,7 +10,9 @@ traceback as ``__cause__``). What the engine itself raises derives from one base
     ├── Overloaded                        the queue is full and the caller would not wait
     ├── NotPicklable      (TypeError)     a function, argument or result cannot cross processes
     ├── RemoteError                       the task's exception itself could not cross back
-    └── WorkerStartError                  a worker could not start (its initializer failed)
+    ├── WorkerStartError                  a worker could not start (its initializer failed)
+    └── MemoryLimitExceeded (MemoryError) a call passed its pool's hard memory limit
+                                          (defined in hybrid.isolation)
 
 A task's exception carries the worker's traceback as ``__cause__``, a :class:`RemoteTraceback`.
 """

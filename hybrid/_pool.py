@@ -22,6 +22,7 @@ from ._spec import PoolSpec, WorkerSettings
 from ._stats import Counters, EngineStats, WorkerStats, percentile
 from ._task import Batch, Task, TaskState
 from ._watch import watch
+from .isolation import is_memory_limit_error, spread_cpu
 
 logger = logging.getLogger("hybrid")
 
@@ -54,7 +55,13 @@ class Pool:
         self._idle.set()
         self._loop = asyncio.get_running_loop()
         self._watcher: asyncio.Task[None] | None = None
-        self._settler = Settler(self.counters, self.times, self._requeue, lambda: self.closing)
+        self._settler = Settler(
+            self.counters,
+            self.times,
+            self._requeue,
+            lambda: self.closing,
+            spec.memory_limit_bytes,
+        )
         for _ in range(size):
             self._new_slot()
 
@@ -98,7 +105,7 @@ class Pool:
     def _new_slot(self) -> Slot:
         index = max((slot.index for slot in self.slots), default=-1) + 1
         spec = self.spec
-        cpu = self._cpu_ids[index % len(self._cpu_ids)] if spec.pin_cpus else None
+        cpu = spread_cpu(index, self._cpu_ids) if spec.pin_cpus else None
         settings = WorkerSettings(cpu, spec.memory_limit_bytes, spec.nice)
         slot = Slot(index, self._context, spec.initializer, spec.initargs, settings)
         slot.on_exit = self._worker_exited
@@ -488,6 +495,6 @@ def _hit_memory_limit(outcomes: list[Outcome]) -> bool:
         outcome is not None
         and not outcome[0]
         and isinstance(outcome[2], tuple)
-        and str(outcome[2][1]).startswith("builtins.MemoryError")
+        and is_memory_limit_error(str(outcome[2][1]))
         for outcome in outcomes
     )

@@ -16,6 +16,7 @@ from ._errors import EngineClosed, TaskTimeout, WorkerCrashed
 from ._outcome import Outcome, failed, read_record, rebuild_error
 from ._stats import Counters
 from ._task import Batch, Task, TaskState
+from .isolation import MemoryLimitExceeded
 
 if TYPE_CHECKING:
     from ._slot import Slot
@@ -37,7 +38,9 @@ class Settler:
         times: TaskTimes,
         requeue: Callable[[list[Task]], None],
         is_closing: Callable[[], bool],
+        memory_limit_bytes: int | None = None,
     ) -> None:
+        self._memory_limit_bytes = memory_limit_bytes
         self.pending_crashes: dict[Slot, list[tuple[Task, int, Batch]]] = {}
         self._counters = counters
         self._times = times
@@ -121,7 +124,19 @@ class Settler:
         if outcome[0]:
             task.future.set_result(outcome[2])
         else:
-            task.future.set_exception(rebuild_error(outcome[2], task.name))
+            task.future.set_exception(self._explain(rebuild_error(outcome[2], task.name), task))
+
+    def _explain(self, error: BaseException, task: Task) -> BaseException:
+        """Name the hard memory limit when that is why an allocation failed."""
+        limit = self._memory_limit_bytes
+        if limit is None or not isinstance(error, MemoryError):
+            return error
+        if isinstance(error, MemoryLimitExceeded):
+            return error
+        pid = task.batch.slot.pid if task.batch is not None else None
+        explained = MemoryLimitExceeded(task.name, limit, pid, "RLIMIT_AS")
+        explained.__cause__ = error.__cause__
+        return explained
 
     def _finish_chunk_if_done(self, task: Task) -> None:
         assert task.outcomes is not None

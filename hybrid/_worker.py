@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import resource
 import select
 import signal
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 
 from ._area import ResultArea
 from ._spec import WorkerSettings
+from .isolation import isolate_worker
 
 HEARTBEAT_INTERVAL_S = 0.05  # how often the worker beats until the parent asks otherwise
 BEAT_INTERVAL_BOUNDS_S = (0.005, 1.0)  # whatever the parent asks, beats stay within these
@@ -47,22 +47,11 @@ def init_worker(
     _area = ResultArea(area_path, create=False)
     threading.Thread(target=_beat, args=(_area,), name="hybrid-heartbeat", daemon=True).start()
     try:
-        apply_settings(settings)
+        isolate_worker(settings.cpu, settings.memory_limit_bytes, settings.nice)
         if initializer is not None:
             initializer(*initargs)
     except BaseException as exc:
         _init_error = exc
-
-
-def apply_settings(settings: WorkerSettings) -> None:
-    """Pin, limit and renice this process as its pool asks."""
-    if settings.cpu is not None:
-        os.sched_setaffinity(0, {settings.cpu})
-    if settings.memory_limit_bytes is not None:
-        limit = settings.memory_limit_bytes
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    if settings.nice:
-        os.nice(settings.nice)
 
 
 def hello() -> int:

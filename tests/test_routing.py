@@ -120,8 +120,10 @@ async def test_workers_can_run_at_lower_priority(make_engine) -> None:
 async def test_a_hard_memory_limit_fails_only_the_offending_task(make_engine) -> None:
     engine = await make_engine(workers=1, memory_limit_bytes=600 * 1024 * 1024)
     (pid,) = worker_pids(engine)
-    with pytest.raises(MemoryError):
+    with pytest.raises(hybrid.MemoryLimitExceeded, match="600 MB") as caught:
         await engine.run(tasks.allocate, 2048)
+    assert isinstance(caught.value, MemoryError)
+    assert caught.value.pid == pid
     assert await engine.run(tasks.allocate, 10) == 10 * 1024 * 1024
     await wait_for_full_strength(engine)
     assert worker_pids(engine) != [pid]  # replaced: its heap may be left broken

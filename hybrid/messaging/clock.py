@@ -95,7 +95,8 @@ class PeerClock:
         sample = estimate_offset(t1_ns, held_ns, t3_ns, t4_ns)
         if not self.same_host and sample.delay_ns >= 0:
             self._samples.append(sample)
-            self._best = min(self._samples, key=lambda kept: kept.delay_ns)
+            # Newest first: among equal delays the freshest offset wins, which follows drift.
+            self._best = min(reversed(self._samples), key=lambda kept: kept.delay_ns)
         return sample
 
     def add_transit(self, sent_ns: int, received_ns: int) -> float | None:
