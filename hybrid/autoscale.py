@@ -121,7 +121,8 @@ class AutoscaleConfig:
     """The policy's settings; the defaults suit a pool of CPU-bound tasks.
 
     Args:
-        min_workers / max_workers: the size range; ``max_workers`` None means ``cores``.
+        min_workers / max_workers: the size range the policy resizes within; ``max_workers``
+            None means ``cores``. (A pool started larger is not shrunk for being so.)
         cores: CPUs the engine may use; None means :func:`hybrid.usable_cpus`.
         cooldown_s: least time between two resizes.
         backlog_per_worker: queued tasks per worker that make a backlog.
@@ -255,7 +256,7 @@ class Autoscaler:
         idle_s = self._held("idle", load.busy == 0 and load.queued == 0, now_s)
         if self._cooling(now_s):
             return None
-        if load.workers > self.cap:
+        if self.outside_pressure and load.workers > self.cap:
             why = self._outside_reason(sample)
             return self._resize(load, self.cap, Cause.OUTSIDE_CPU, why, now_s)
         if backlog and load.workers < self.cap:

@@ -187,6 +187,13 @@ def test_steal_counts_as_outside_pressure_and_is_named_in_the_reason() -> None:
     assert "steal 40%" in decision.reason
 
 
+def test_a_pool_started_above_the_cap_is_not_shrunk_without_pressure() -> None:
+    h = harness(workers=6, cores=4, idle_shrink_after_s=None)
+    h.pool.busy, h.pool.queued = 6, 100
+    h.monitor.set(cpu_percent=100.0, worker_cores={pid: 0.66 for pid in h.pool.pids})
+    assert h.run_for(30) == []
+
+
 def test_a_busy_machine_kept_busy_by_our_own_workers_is_not_outside_pressure() -> None:
     h = harness(workers=4, cores=4)
     h.pool.busy, h.pool.queued = 4, 100

@@ -1,6 +1,7 @@
 """The psutil monitor against real processes: a memory hog's RSS shows, a CPU hog outside
 the pool shows as outside CPU, steal is reported where the platform has it, memory is
-read against a cgroup limit when there is one, and sampling runs on the loop."""
+read against a cgroup limit when there is one, sampling runs on the loop, and the policy
+acts on real readings."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import psutil
 import pytest
 
 from adapters.psutil import PsutilMonitor
+from hybrid.autoscale import Action, AutoscaleConfig, Autoscaler, Cause, PoolLoad
 from hybrid.memory import MemoryTruth
 from hybrid.resources import ResourceMonitor, ResourceSample, sample_periodically
 
@@ -77,11 +79,14 @@ def test_a_cpu_hog_outside_the_pool_counts_as_outside_cpu(spawn: Spawn) -> None:
     ours = seeing.sample([hog.pid])
     hog_sample = ours.worker(hog.pid)
     assert hog_sample is not None
-    assert hog_sample.cpu_cores >= 0.5  # it spins; on a crowded host it may get less than 1
-    assert outside.system.busy_cores >= hog_sample.cpu_cores - 0.2
-    assert outside.outside_cores >= hog_sample.cpu_cores - 0.2
+    # It spins, but on a crowded 2-core host it may get well under a core: the figures
+    # are compared with what it did get (/proc/stat counts in 10 ms ticks: some slack).
+    hog_cores = hog_sample.cpu_cores
+    assert hog_cores >= 0.2
+    assert outside.system.busy_cores >= 0.8 * hog_cores
+    assert outside.outside_cores >= 0.8 * hog_cores
     # Counted as a worker, the same hog is no longer outside pressure.
-    assert ours.outside_cores <= outside.outside_cores - hog_sample.cpu_cores + 0.3
+    assert ours.outside_cores <= outside.outside_cores - 0.8 * hog_cores
 
 
 def test_steal_is_reported_where_the_platform_has_it() -> None:
@@ -181,3 +186,43 @@ async def test_a_failing_monitor_is_logged_and_sampling_goes_on(
 async def test_a_sampling_interval_must_be_positive() -> None:
     with pytest.raises(ValueError):
         await sample_periodically(PsutilMonitor(), list, lambda _: None, interval_s=0)
+
+
+def grown_hog(spawn: Spawn, megabytes: int) -> subprocess.Popen[str]:
+    hog = spawn("hog_memory", str(megabytes))
+    assert hog.stdin is not None
+    assert hog.stdout is not None
+    hog.stdin.write("go\n")
+    hog.stdin.flush()
+    assert hog.stdout.readline().strip() == "ready"
+    return hog
+
+
+def test_the_policy_on_real_readings_recycles_the_real_leaker(spawn: Spawn) -> None:
+    small = spawn("hog_memory", "1")  # waits on stdin without allocating: a lean worker
+    leaker = grown_hog(spawn, HOG_MEMORY_MB)
+    pids = (small.pid, leaker.pid)
+    policy = Autoscaler(AutoscaleConfig(cores=2, max_rss_bytes=100 * MIB))
+    sample = PsutilMonitor().sample(pids)
+    decisions = policy.decide(sample, PoolLoad(2, 2, 0, pids), now_s=sample.at_s)
+    assert [(d.action, d.cause, d.pid) for d in decisions] == [
+        (Action.RECYCLE, Cause.WORKER_RSS, leaker.pid)
+    ]
+
+
+def test_the_policy_on_real_readings_recycles_the_largest_worker_first(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    workers = [grown_hog(spawn, megabytes) for megabytes in (80, 240, 160)]
+    pids = tuple(worker.pid for worker in workers)
+    # The pressure is set by hand through a cgroup file; the sizes are the real ones.
+    (tmp_path / "memory.current").write_text(f"{870 * MIB}\n")
+    truth = MemoryTruth(1000 * MIB, 64 * 1024 * MIB, cgroup_folder=tmp_path, cgroup_version=2)
+    monitor = PsutilMonitor(memory=truth)
+    policy = Autoscaler(AutoscaleConfig(cores=2))
+    sample = monitor.sample(pids)
+    pause, recycle = policy.decide(sample, PoolLoad(3, 3, 10, pids), now_s=sample.at_s)
+    assert (pause.action, recycle.action, recycle.pid) == (Action.PAUSE, Action.RECYCLE, pids[1])
+    sample = monitor.sample(pids)
+    later = policy.decide(sample, PoolLoad(3, 3, 10, pids), now_s=sample.at_s + 1.0)
+    assert [(d.action, d.pid) for d in later] == [(Action.RECYCLE, pids[2])]
