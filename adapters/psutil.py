@@ -13,11 +13,21 @@ What it reports is what this process is really given:
 * memory against the cgroup limit when there is one (:func:`hybrid.memory.memory_truth`),
   else against the RAM.
 
-Use::
+Use (one look; the engine makes it every interval and feeds the policy)::
+
+    import os
 
     from adapters.psutil import PsutilMonitor
-    monitor = PsutilMonitor()
-    sample = monitor.sample(worker_pids)   # one look; call it every interval
+    from hybrid.autoscale import Autoscaler, PoolLoad
+
+    monitor, policy = PsutilMonitor(), Autoscaler()
+    pids = [os.getpid()]  # the worker processes to watch
+    sample = monitor.sample(pids)
+    load = PoolLoad(workers=1, busy=0, queued=0, pids=pids)
+    for decision in policy.decide(sample, load, now_s=sample.at_s):
+        print(decision.key, decision.reason)
+    system = sample.system
+    print(f"CPU {system.cpu_percent:.0f}%, memory {system.memory_percent:.0f}%")
 """
 
 from __future__ import annotations
