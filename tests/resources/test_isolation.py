@@ -13,6 +13,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import hybrid
 from hybrid.isolation import (
@@ -57,6 +59,17 @@ def test_spreading_is_stable_and_even_at_every_pool_size() -> None:
     assert [spread_cpu(index, cpus) for index in range(8, 11)] == [0, 4, 2]
     assert [spread_cpu(index, [3, 9, 12]) for index in range(3)] == [3, 12, 9]
     assert spread_cpu(5, [7]) == 7
+
+
+@given(st.sets(st.integers(0, 1023), min_size=1, max_size=64), st.integers(0, 200))
+def test_any_first_slots_use_distinct_cpus_until_every_cpu_has_one(
+    cpu_ids: set[int], slots: int
+) -> None:
+    chosen = [spread_cpu(index, sorted(cpu_ids)) for index in range(slots)]
+    assert set(chosen) <= cpu_ids
+    for start in range(0, slots, len(cpu_ids)):
+        lap = chosen[start : start + len(cpu_ids)]
+        assert len(set(lap)) == len(lap)
 
 
 def test_spreading_defaults_to_the_cpus_this_process_may_use() -> None:
