@@ -138,6 +138,7 @@ class FailureDetector:
         self._last_sent = float("-inf")
         self._last_poll: float | None = None
         self._hold_until = float("-inf")
+        self._pending_pause: tuple[float, float, float] | None = None  # gap start, end, pause
         self.expected_arrival_s = float("inf")
         self.suspect_margin_s = config.suspect_floor_s
         self.dead_margin_s = config.initial_allowance_s
@@ -170,23 +171,35 @@ class FailureDetector:
             self._set(PeerState.ALIVE, received_at)
 
     def _account(self, sent_time: float, received_at: float, transit_s: float) -> None:
+        late_s = transit_s - self._transits.mean
         gap_s = sent_time - self._last_sent
         if gap_s > 0:
+            self._commit_pause(received_at)
             expected_gap_s = max(self._interval_s, self._regular_gap_s)
             pause_s = gap_s - expected_gap_s
-            if pause_s > PAUSE_FRACTION * expected_gap_s:
-                self.pauses += 1
-                self._pause.add(pause_s, received_at)
-            else:
+            tolerance_s = PAUSE_FRACTION * expected_gap_s
+            if pause_s > tolerance_s and late_s < tolerance_s:
+                self._pending_pause = (self._last_sent, sent_time, pause_s)
+            elif pause_s <= tolerance_s:
                 self._regular_gap_s = gap_s
+            # else: it came late through a slow network; the gap is likely still in flight.
             self._last_sent = sent_time
+        elif self._pending_pause is not None and self._pending_pause[0] < sent_time:
+            # A reordered message filled the gap: the network shuffled them, no one paused.
+            self._pending_pause = None
         if received_at < self._hold_until:
             return  # read late because this process stalled: no evidence about the network
-        late_s = transit_s - self._transits.mean
         self._transits.add(transit_s)
         if late_s > 0:
             self._recent_late.add(late_s, received_at)
             self._net_late.add(late_s, received_at)
+
+    def _commit_pause(self, now: float) -> None:
+        """Count the last gap as a pause once no reordered message has filled it."""
+        if self._pending_pause is not None:
+            self.pauses += 1
+            self._pause.add(self._pending_pause[2], now)
+            self._pending_pause = None
 
     def _update_margins(self, now: float) -> None:
         config = self.config

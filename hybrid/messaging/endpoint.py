@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from hybrid.messaging.clock import PeerClock
@@ -31,6 +33,9 @@ from hybrid.messaging.transport import Transport, TransportClosed
 HEARTBEAT = "heartbeat"
 INTERVAL_HEADER = "hb-interval-s"  # the interval the receiver asks the sender to beat at
 TICK_S = 0.02  # how often heartbeats are considered and detectors polled
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")  # Linux: changes at every boot
+
+_boot_id: bytes | None = None
 
 
 @dataclass
@@ -48,7 +53,7 @@ class Endpoint:
         key: shared HMAC-SHA256 key; when set, unsigned or tampered input is rejected.
         config: failure-detector configuration for every peer.
         boot_id: the host's boot id (equal boot ids mean a shared monotonic clock);
-            a fresh random id when None.
+            by default the kernel's, or a random id per process where there is none.
         wall_ns: the wall clock to stamp ``sent_ns`` with (tests pass a skewed one).
     """
 
@@ -65,7 +70,7 @@ class Endpoint:
         self.peers: PeerGroup[str] = PeerGroup(config)
         self.clocks: dict[str, PeerClock] = {}
         self.deadlines = DeadlineGate()
-        self.boot_id = boot_id or new_id()
+        self.boot_id = boot_id or host_boot_id()
         self._wall_ns = wall_ns
         self._seq = 0
         self._schedules: dict[str, HeartbeatSchedule] = {}
@@ -138,28 +143,33 @@ class Endpoint:
         clock = self.clocks.get(peer)
         if clock is None:
             clock = self.clocks[peer] = PeerClock(same_host=envelope.boot_id == self.boot_id)
-        self._time(envelope, clock, wall_ns, mono_ns)
+        transit_s = self._time(envelope, clock, wall_ns, mono_ns)
         self.add_peer(peer)
         interval = envelope.headers.get(INTERVAL_HEADER)
         if interval is not None:
             self._schedules[peer].interval_s = _bounded_interval(interval, self.peers.config)
-        if envelope.kind == HEARTBEAT or not self.deadlines.admit(envelope, wall_ns, clock):
+        if transit_s is None:
+            transit_s = clock.transit.srtt_s
+        if envelope.kind == HEARTBEAT or not self.deadlines.admit(envelope, transit_s):
             return None
         return envelope
 
-    def _time(self, envelope: Envelope, clock: PeerClock, wall_ns: int, mono_ns: int) -> None:
+    def _time(
+        self, envelope: Envelope, clock: PeerClock, wall_ns: int, mono_ns: int
+    ) -> float | None:
         peer = envelope.sender
         self._last_received[peer] = _Received(envelope.seq, envelope.sent_ns, mono_ns)
         if envelope.echo is not None:
             echo = envelope.echo
             clock.add_echo(echo.sent_ns, echo.held_ns, envelope.sent_ns, wall_ns)
         if clock.same_host:
-            clock.add_transit(envelope.mono_ns, mono_ns)
+            transit_s = clock.add_transit(envelope.mono_ns, mono_ns)
             sent_s = envelope.mono_ns / 1e9
         else:
-            clock.add_transit(envelope.sent_ns, wall_ns)
+            transit_s = clock.add_transit(envelope.sent_ns, wall_ns)
             sent_s = envelope.sent_ns / 1e9
         self.peers.observe(peer, sent_s, mono_ns / 1e9)
+        return transit_s
 
     async def tick(self) -> None:
         """Send the heartbeats that are due and poll every peer's detector."""
@@ -205,6 +215,17 @@ class Endpoint:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.transport.aclose()
+
+
+def host_boot_id() -> bytes:
+    """Return 16 bytes naming this host's current boot (Linux), else this process's."""
+    global _boot_id
+    if _boot_id is None:
+        try:
+            _boot_id = uuid.UUID(BOOT_ID_PATH.read_text().strip()).bytes
+        except (OSError, ValueError):
+            _boot_id = new_id()
+    return _boot_id
 
 
 def _bounded_interval(text: str, config: DetectorConfig) -> float:

@@ -2,8 +2,8 @@
 
 When most peers turn late in the same poll, the likelier story is that this process (its
 loop, its reader, its network interface) fell behind, not that they all died together.
-The group then holds escalation for one grace period; if none of them is heard from in
-that time, the rule is spent and they are judged one by one as usual.
+The group then holds escalation for ``mass_hold_s``; if none of them is heard from in that
+time, the rule is spent and they are judged one by one as usual.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class PeerGroup(Generic[PeerId]):
         config: the configuration every detector gets.
         mass_fraction: the share of peers escalating in one poll that means a local stall.
         min_peers: below this many peers the mass rule does not apply.
+        mass_hold_s: how long escalation is held when the mass rule fires, in seconds.
     """
 
     def __init__(
@@ -30,10 +31,12 @@ class PeerGroup(Generic[PeerId]):
         config: DetectorConfig | None = None,
         mass_fraction: float = 0.5,
         min_peers: int = 3,
+        mass_hold_s: float = 1.0,
     ) -> None:
         self.config = config or DetectorConfig()
         self.mass_fraction = mass_fraction
         self.min_peers = min_peers
+        self.mass_hold_s = mass_hold_s
         self.mass_stalls = 0
         self._detectors: dict[PeerId, FailureDetector] = {}
         self._rule_armed = True
@@ -63,5 +66,5 @@ class PeerGroup(Generic[PeerId]):
                 self.mass_stalls += 1
                 self._rule_armed = False
                 for held in detectors.values():
-                    held.hold(now + self.config.stall_grace_s)
+                    held.hold(now + self.mass_hold_s)
         return {peer: d.state(now) for peer, d in detectors.items()}
