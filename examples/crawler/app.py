@@ -20,6 +20,7 @@ from hybrid.lag import LoopLagWatch
 
 from .cli import Config
 from .crawl import Crawl, CrawlSettings, CrawlStats
+from .dispatch import ParseDispatcher
 from .export import export_pages
 from .frontier import SCHEMA, SqliteFrontier, counts
 from .progress import describe, show_progress
@@ -77,22 +78,24 @@ async def _crawl(config: Config, store: SqliteStore, argv: list[str]) -> int:
     )
     lag_samples: list[float] = []
     async with (
-        hybrid.Engine(workers=config.workers) as engine,
+        hybrid.Engine(workers=config.workers, nice=config.worker_nice) as engine,
         AiohttpFetcher(options) as fetcher,
         AiohttpFetcher(replace(options, content_types=frozenset(), retries=1)) as robots_fetcher,
         LoopLagWatch(interval_s=0.01, warn_after_s=1.0, on_sample=_keep(lag_samples)),
     ):
         frontier = await _make_frontier(config, store)
         robots = RobotsCache(robots_fetcher, fetcher, config.user_agent, obey=config.obey_robots)
-        settings = CrawlSettings(config.concurrency, config.max_depth, config.scope, config.hook)
-        crawl = Crawl(settings, frontier, fetcher, robots, engine)
+        settings = CrawlSettings(config.concurrency, config.max_depth)
+        parser = ParseDispatcher(engine, config.scope, config.hook)
+        crawl = Crawl(settings, frontier, fetcher, robots, parser)
         stopped_by = _handle_signals(crawl)
         line = lambda: describe(  # noqa: E731
             crawl.stats, frontier.queued_in_memory(), engine, fetcher.host_latency_s()
         )
         display = asyncio.create_task(show_progress(line))
         try:
-            await _run_until_stopped(crawl, stopped_by)
+            async with parser:
+                await _run_until_stopped(crawl, stopped_by)
         finally:
             display.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -29,6 +29,7 @@ class Config:
     concurrency: int
     per_host: int
     workers: int | None
+    worker_nice: int
     scope: Scope
     hook: str | None
     user_agent: str
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--concurrency", type=int, default=64, help="requests in flight (default 64)")
     add("--per-host", type=int, default=8, help="requests in flight per host (default 8)")
     add("--workers", type=int, help="parsing processes (default: one per usable CPU)")
+    add(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="niceness added to the parsing processes, so fetching keeps its CPU (default 10)",
+    )
     add("--any-domain", action="store_true", help="follow links to other hosts too")
     add("--allow", action="append", default=[], metavar="REGEX", help="follow only matches")
     add("--deny", action="append", default=[], metavar="REGEX", help="never follow matches")
@@ -110,6 +117,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
         concurrency=args.concurrency,
         per_host=args.per_host,
         workers=args.workers,
+        worker_nice=args.worker_nice,
         scope=Scope(
             domains=frozenset() if args.any_domain else hosts,
             allow=tuple(args.allow),
@@ -164,7 +172,7 @@ def _check_positive(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
-    for name in ("max_depth", "retries"):
+    for name in ("max_depth", "retries", "worker_nice"):
         value = getattr(args, name)
         if value is not None and value < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, not {value}")

@@ -15,15 +15,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import hybrid
 from hybrid.fetching import Fetcher, FetchResult
 
+from .dispatch import ParseDispatcher
 from .frontier import DONE, FAILED, SKIPPED, Job, Outcome
-from .parse import Parsed, parse_page
+from .parse import Parsed
 from .robots import RobotsCache
-from .urls import Scope
 
-PARSE_TIMEOUT_S = 60.0  # a page whose parse (with the user hook) takes longer fails
 LATENCY_SAMPLES_KEPT = 50_000  # fetch transit samples kept for percentiles
 
 
@@ -80,8 +78,6 @@ class CrawlSettings:
 
     concurrency: int
     max_depth: int | None
-    scope: Scope
-    hook: str | None
 
 
 class Crawl:
@@ -93,13 +89,13 @@ class Crawl:
         frontier: Frontier,
         fetcher: Fetcher,
         robots: RobotsCache,
-        engine: hybrid.Engine,
+        parser: ParseDispatcher,
     ) -> None:
         self.settings = settings
         self.frontier = frontier
         self.fetcher = fetcher
         self.robots = robots
-        self.engine = engine
+        self.parser = parser
         self.stats = CrawlStats()
 
     async def run(self) -> None:
@@ -131,27 +127,11 @@ class Crawl:
         if not fetched.ok:
             state = SKIPPED if fetched.filtered else FAILED
             return Outcome(state, fetched.status, fetched.error), []
-        parsed = await self._parse(fetched)
+        parsed = await self.parser.parse(fetched.final_url, fetched.body)
         if parsed.error is not None:
             return Outcome(FAILED, fetched.status, parsed.error), []
         links = self._links(job, parsed)
         return Outcome(DONE, fetched.status, page=_page_row(job, fetched, parsed)), links
-
-    async def _parse(self, fetched: FetchResult) -> Parsed:
-        try:
-            return await self.engine.run(
-                parse_page,
-                fetched.final_url,
-                fetched.body,
-                self.settings.scope,
-                self.settings.hook,
-                timeout=PARSE_TIMEOUT_S,
-                retries=1,
-            )
-        except hybrid.HybridError as exc:
-            return Parsed(error=f"parse: {type(exc).__name__}: {exc}")
-        except Exception as exc:
-            return Parsed(error=f"parse: {type(exc).__name__}: {exc}")
 
     def _links(self, job: Job, parsed: Parsed) -> list[tuple[str, int]]:
         depth = job.depth + 1

@@ -84,6 +84,13 @@ def _looks_binary(prefix: bytes) -> bool:
     return controls > BINARY_CONTROL_FRACTION * max(1, len(prefix))
 
 
+def parse_pages(
+    pages: list[tuple[str, bytes]], scope: Scope, hook_name: str | None
+) -> list[Parsed]:
+    """:func:`parse_page` over several ``(url, body)`` pages, in order."""
+    return [parse_page(url, body, scope, hook_name) for url, body in pages]
+
+
 @cache
 def load_hook(name: str) -> Hook:
     """Import ``"package.module:function"`` (cached per process)."""

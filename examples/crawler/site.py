@@ -11,6 +11,7 @@ crawler must survive (see :data:`TRAP_LINKS`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -113,13 +114,11 @@ class SyntheticSite:
             f'<meta name="description" content="Synthetic page {n}"></head><body>'
             f"<h1>Page {n}</h1><ul>{anchors}</ul>"
         )
-        words = []
-        size = len(head)
-        while size < self.page_bytes:
-            sentence = " ".join(rng.choice(FILLER_WORDS) for _ in range(12))
-            words.append(f"<p>{sentence}.</p>")
-            size += len(sentence) + 8
-        return (head + "".join(words) + "</body></html>").encode()
+        filler = _filler(self.page_bytes)
+        start = rng.randrange(len(filler) // 2) if filler else 0
+        paragraphs = filler[start:] + filler[:start]
+        text = paragraphs[: max(0, self.page_bytes - len(head))]
+        return (head + text + "</body></html>").encode()
 
     async def _home(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/p/0")
@@ -194,6 +193,19 @@ class SyntheticSite:
             return web.Response(text=body, content_type="text/html")
 
         return handle
+
+
+@functools.cache
+def _filler(size: int) -> str:
+    """Paragraphs of filler text, about ``size`` characters, built once per size."""
+    rng = random.Random(size)
+    paragraphs = []
+    length = 0
+    while length < size:
+        sentence = " ".join(rng.choice(FILLER_WORDS) for _ in range(12))
+        paragraphs.append(f"<p>{sentence}.</p> ")
+        length += len(sentence) + 9
+    return "".join(paragraphs)
 
 
 BASED_PAGE = (

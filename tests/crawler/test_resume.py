@@ -46,7 +46,9 @@ async def test_kill_9_then_resume_loses_nothing_and_stores_each_page_once(
     pages = stored_pages(db)
     assert len(pages) == len(set(pages)) == site.pages  # each stored exactly once
     refetched = sum(site.served.values()) - site.pages
-    assert refetched <= CONCURRENCY  # at most the pages in flight at the kill
+    # At most the pages in flight at the kill: being fetched or parsed (CONCURRENCY), or
+    # done but still in the store's next transaction (a few milliseconds' worth).
+    assert refetched <= 2 * CONCURRENCY
 
 
 async def test_sigint_stops_gracefully_and_says_how_to_resume(tmp_path: Path) -> None:

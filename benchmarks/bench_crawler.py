@@ -1,0 +1,289 @@
+"""Crawler benchmark: hybrid's example crawler vs Scrapy on the same local site.
+
+Run: ``python -m benchmarks.bench_crawler`` (options: ``--pages 20000``, ``--delay-ms 20``,
+``--page-kb 50``, ``--links 20``, ``--repeats 1``, ``--skip-baselines``).
+
+The synthetic site (``examples/crawler/site.py``) runs in its own process on 127.0.0.1
+and counts the pages it serves; throughput is served pages over the crawler's wall time
+(start-up included). Each crawler runs in a light variant and a heavy one (about 5 ms of
+pure-Python extraction per page, ``crawler_baselines/heavy.py``). For hybrid it also
+reports the crawler's own fetch latency p50 (vs the server's delay), the parent loop's
+lag p99, the peak RSS of the parent plus its workers, and the resume cost (a run killed
+with SIGKILL half way and resumed, against an uninterrupted run).
+
+Scrapy is installed on first use into ``benchmarks/.venv-baselines`` (never into the
+project's venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINES = Path(__file__).resolve().parent / "crawler_baselines"
+BASELINE_VENV = Path(__file__).resolve().parent / ".venv-baselines"
+BASELINE_PACKAGES = ["scrapy"]
+RSS_POLL_S = 0.1
+
+
+def serve(port: int, pages: int, delay_s: float, page_bytes: int, links: int) -> None:
+    """Serve the synthetic site until killed, with /__served and /__reset for counting."""
+    from aiohttp import web
+
+    from examples.crawler.site import SyntheticSite
+
+    site = SyntheticSite(pages=pages, links=links, page_bytes=page_bytes, delay_s=delay_s)
+
+    async def served(request: web.Request) -> web.Response:
+        return web.json_response({"total": sum(site.served.values()), "unique": len(site.served)})
+
+    async def reset(request: web.Request) -> web.Response:
+        site.served.clear()
+        return web.json_response({})
+
+    app = site.app()
+    app.router.add_get("/__served", served)
+    app.router.add_get("/__reset", reset)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def _ensure_baselines() -> Path:
+    python = BASELINE_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True)
+    probe = subprocess.run([str(python), "-c", "import scrapy"], capture_output=True)
+    if probe.returncode != 0:
+        pip = [str(python), "-m", "pip", "install", "-q", *BASELINE_PACKAGES]
+        subprocess.run(pip, check=True)
+    return python
+
+
+def _run_measured(
+    command: list[str], cwd: Path, kill_after_pages: int | None = None, site_url: str = ""
+) -> dict[str, Any]:
+    """Run a crawler process to its end; wall time and peak RSS of its process tree."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    peak_rss = 0
+    parent = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            tree = [parent, *parent.children(recursive=True)]
+            peak_rss = max(peak_rss, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        if kill_after_pages and _get(f"{site_url}/__served")["total"] >= kill_after_pages:
+            process.send_signal(signal.SIGKILL)
+        time.sleep(RSS_POLL_S)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    return {
+        "elapsed_s": time.monotonic() - started,
+        "peak_rss_bytes": peak_rss,
+        "code": process.returncode,
+        "stderr": stderr[-2000:],
+    }
+
+
+def _hybrid_command(seed: str, db: Path, pages: int, heavy: bool, stats: Path) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "examples.crawler",
+        seed,
+        "--db",
+        str(db),
+        "--concurrency",
+        "64",
+        "--per-host",
+        "64",
+        "--max-pages",
+        str(pages),
+        "--ignore-robots",
+        "--stats-json",
+        str(stats),
+    ]
+    if heavy:
+        command += ["--hook", "benchmarks.crawler_baselines.heavy:extract"]
+    return command
+
+
+def run_hybrid(site: str, pages: int, heavy: bool, work: Path) -> dict[str, Any]:
+    db, stats = work / f"hybrid-{heavy}.sqlite", work / f"hybrid-{heavy}.json"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)  # a fresh crawl, not a resume
+    _get(f"{site}/__reset")
+    result = _run_measured(_hybrid_command(f"{site}/p/0", db, pages, heavy, stats), ROOT)
+    result["served"] = _get(f"{site}/__served")["total"]
+    result.update(json.loads(stats.read_text()))
+    return result
+
+
+def run_resume(site: str, pages: int, work: Path) -> dict[str, Any]:
+    """A light run killed with SIGKILL half way, then resumed with the same command."""
+    db, stats = work / "resume.sqlite", work / "resume.json"
+    _get(f"{site}/__reset")
+    command = _hybrid_command(f"{site}/p/0", db, pages, False, stats)
+    first = _run_measured(command, ROOT, kill_after_pages=pages // 2, site_url=site)
+    second = _run_measured(command, ROOT)
+    served = _get(f"{site}/__served")
+    return {
+        "elapsed_s": first["elapsed_s"] + second["elapsed_s"],
+        "served": served["total"],
+        "unique": served["unique"],
+    }
+
+
+def run_scrapy(python: Path, site: str, heavy: bool) -> dict[str, Any]:
+    _get(f"{site}/__reset")
+    command = [
+        str(python),
+        "-m",
+        "scrapy",
+        "runspider",
+        "scrapy_spider.py",
+        "-a",
+        f"start={site}/p/0",
+        "-a",
+        f"heavy={int(heavy)}",
+    ]
+    result = _run_measured(command, BASELINES)
+    result["served"] = _get(f"{site}/__served")["total"]
+    return result
+
+
+def _rate(result: dict[str, Any]) -> float:
+    return float(result["served"]) / float(result["elapsed_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=20_000)
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--page-kb", type=int, default=50)
+    parser.add_argument("--links", type=int, default=20)
+    parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cell; medians shown")
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.port, args.pages, args.delay_ms / 1000, args.page_kb * 1024, args.links)
+        return
+    python = None if args.skip_baselines else _ensure_baselines()
+    site = f"http://127.0.0.1:{args.port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_crawler",
+            "--serve",
+            "--port",
+            str(args.port),
+            "--pages",
+            str(args.pages),
+            "--delay-ms",
+            str(args.delay_ms),
+            "--page-kb",
+            str(args.page_kb),
+            "--links",
+            str(args.links),
+        ],
+        cwd=ROOT,
+    )
+    try:
+        _wait_for(site)
+        _report(args, site, python)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _wait_for(site: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            _get(f"{site}/__served")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _report(args: argparse.Namespace, site: str, python: Path | None) -> None:
+    rows: list[tuple[str, str, float, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for heavy in (False, True):
+            variant = "heavy" if heavy else "light"
+            ours = [run_hybrid(site, args.pages, heavy, work) for _ in range(args.repeats)]
+            ours_rate = statistics.median(_rate(r) for r in ours)
+            best = ours[len(ours) // 2]
+            detail = (
+                f"fetch p50 {best['fetch_p50_ms']} ms (server {args.delay_ms:g} ms), "
+                f"loop lag p99 {best['loop_lag_p99_ms']} ms, "
+                f"peak RSS {best['peak_rss_bytes'] / 2**20:.0f} MB, "
+                f"served {best['served']}"
+            )
+            rows.append((variant, "hybrid", ours_rate, detail))
+            if python is not None:
+                theirs = [run_scrapy(python, site, heavy) for _ in range(args.repeats)]
+                rate = statistics.median(_rate(r) for r in theirs)
+                mid = theirs[len(theirs) // 2]
+                rows.append(
+                    (
+                        variant,
+                        "scrapy",
+                        rate,
+                        f"x{ours_rate / rate:.2f} for hybrid; peak RSS "
+                        f"{mid['peak_rss_bytes'] / 2**20:.0f} MB, served {mid['served']}",
+                    )
+                )
+            print(f"{variant} done", file=sys.stderr, flush=True)
+        resume = run_resume(site, args.pages, work)
+        light = next(rate for v, who, rate, _ in rows if v == "light" and who == "hybrid")
+        cost = 1 - _rate(resume) / light
+        rows.append(
+            (
+                "light",
+                "hybrid resume",
+                _rate(resume),
+                f"resume cost {cost * 100:.1f}% of throughput; served {resume['served']}, "
+                f"unique {resume['unique']}",
+            )
+        )
+    print(
+        f"\n{args.pages} pages, {args.page_kb} KB, {args.links} links, "
+        f"{args.delay_ms:g} ms server delay, {os.cpu_count()} CPUs, repeats {args.repeats}"
+    )
+    print(f"{'variant':8} {'crawler':14} {'pages/s':>9}  notes")
+    for variant, who, rate, notes in rows:
+        print(f"{variant:8} {who:14} {rate:9.0f}  {notes}")
+
+
+if __name__ == "__main__":
+    main()
