@@ -22,8 +22,10 @@ class WindowMax:
     def add(self, value: float, now_s: float) -> None:
         """Record ``value`` observed at ``now_s``."""
         index = int(now_s / self._bucket_s)
-        if index != self._current:
+        if index > self._current:
             self._advance(index)
+        elif index < self._current:  # a clock read out of order: count it as current
+            index = self._current
         slot = index % len(self._maxima)
         if value > self._maxima[slot]:
             self._maxima[slot] = value

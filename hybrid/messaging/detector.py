@@ -94,6 +94,16 @@ class DetectorConfig:
     max_poll_gap_s: float = 0.15
     stall_grace_s: float = 0.2
 
+    @classmethod
+    def fixed_interval(cls, interval_s: float, **overrides: float) -> DetectorConfig:
+        """Return a configuration for a peer that beats every ``interval_s``, whatever we ask.
+
+        For instance local workers stamping a shared-memory heartbeat every 50 ms:
+        ``DetectorConfig.fixed_interval(0.05, initial_allowance_s=1.0)``.
+        """
+        fixed = {"min_interval_s": interval_s, "max_interval_s": interval_s}
+        return cls(**{**fixed, "max_beats_per_s": 1.0 / interval_s, **overrides})  # type: ignore[arg-type]
+
     @property
     def shortest_interval_s(self) -> float:
         """The shortest interval the bounds and the message budget both allow."""
@@ -111,6 +121,11 @@ class FailureDetector:
     ``sent_time`` may be any clock of the peer's (wall or monotonic) as long as it is the
     same one every time; ``received_at`` and ``now`` are one local clock. For a peer on the
     same host both can be ``time.monotonic()``.
+
+    A peer never heard from is ALIVE (its clock starts with the first message). The
+    detector assumes the peer beats at :meth:`heartbeat_interval` (or at the longer
+    interval it actually shows); for a peer that beats at a fixed rate, configure it with
+    :meth:`DetectorConfig.fixed_interval`.
 
     State changes happen inside ``observe`` and ``state`` and are announced to
     subscribers (:meth:`subscribe`) and awaiters (:meth:`changed`, :meth:`wait_for`).
@@ -135,6 +150,7 @@ class FailureDetector:
         )
         self._regular_gap_s = self._interval_s
         self._first_at = 0.0
+        self._trusting = config.initial_allowance_s > 0
         self._last_sent = float("-inf")
         self._last_poll: float | None = None
         self._hold_until = float("-inf")
@@ -203,9 +219,11 @@ class FailureDetector:
 
     def _update_margins(self, now: float) -> None:
         config = self.config
-        prior_s = config.initial_allowance_s * 0.5 ** (
-            (now - self._first_at) / config.trust_half_life_s
-        )
+        prior_s = 0.0
+        if self._trusting:
+            age_s = now - self._first_at
+            prior_s = config.initial_allowance_s * 0.5 ** (age_s / config.trust_half_life_s)
+            self._trusting = prior_s > config.dead_floor_s / 100  # negligible from then on
         measured_s = config.dead_factor * (self._net_late.value + self._pause.value)
         self.suspect_margin_s = config.suspect_factor * self._recent_late.value
         self.suspect_margin_s += config.suspect_floor_s

@@ -188,3 +188,16 @@ def test_heartbeat_interval_stays_within_bounds_and_budget() -> None:
     steady(bounded, until_s=60.0, latency_s=2.0, jitter_s=1.5)  # a very jittery path
     assert bounded.dead_margin_s > 8 * 0.3
     assert bounded.heartbeat_interval() == 0.3
+
+
+def test_a_fixed_rate_local_peer_is_suspected_quickly_when_it_hangs() -> None:
+    """Local workers stamp a heartbeat every 50 ms; a hung one must be suspected fast."""
+    config = DetectorConfig.fixed_interval(0.05, initial_allowance_s=1.0)
+    detector = FailureDetector(config)
+    steady(detector, until_s=30.0, latency_s=0.005, jitter_s=0.004)
+    assert detector.heartbeat_interval() == 0.05
+    last_sent = detector.expected_arrival_s - 0.05 - 0.005
+    now = 30.0
+    while detector.state(now) is PeerState.ALIVE:
+        now += 0.01
+    assert now - last_sent < 0.25
