@@ -14,6 +14,7 @@ deadline::
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,7 +29,9 @@ from hybrid.messaging.detector import DetectorConfig, FailureDetector, PeerState
 from hybrid.messaging.envelope import Echo, Envelope, new_id
 from hybrid.messaging.group import PeerGroup
 from hybrid.messaging.heartbeat import HeartbeatSchedule
-from hybrid.messaging.transport import Transport, TransportClosed
+from hybrid.messaging.transport import Transport, TransportClosed, UnknownPeer
+
+logger = logging.getLogger("hybrid.messaging")
 
 HEARTBEAT = "heartbeat"
 INTERVAL_HEADER = "hb-interval-s"  # the interval the receiver asks the sender to beat at
@@ -172,11 +175,21 @@ class Endpoint:
         return transit_s
 
     async def tick(self) -> None:
-        """Send the heartbeats that are due and poll every peer's detector."""
+        """Send the heartbeats that are due and poll every peer's detector.
+
+        A peer judged DEAD still gets a heartbeat every ``max_interval_s``, so two sides
+        that lost each other (a partition) find each other again when it heals.
+        """
         now_s = time.monotonic()
         for peer, schedule in list(self._schedules.items()):
-            if schedule.is_due(now_s) and self.peers.detector(peer).current is not PeerState.DEAD:
-                await self.send(peer, HEARTBEAT)
+            due_s = schedule.due_at()
+            if self.peers.detector(peer).current is PeerState.DEAD:
+                due_s += self.peers.config.max_interval_s - schedule.interval_s
+            if now_s >= due_s:
+                try:
+                    await self.send(peer, HEARTBEAT)
+                except (UnknownPeer, TransportClosed, OSError) as error:
+                    logger.debug("heartbeat to %s failed: %s", peer, error)
         self.peers.states(now_s)
 
     def detector(self, peer: str) -> FailureDetector:

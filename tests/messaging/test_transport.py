@@ -147,3 +147,16 @@ async def test_an_endpoint_that_stops_is_declared_dead_and_its_expired_work_drop
         kept = await asyncio.wait_for(receiver.receive(), timeout=5)
         assert kept.deadline_ns is not None
         assert receiver.deadlines.expired == 1
+
+
+async def test_a_peer_that_left_does_not_stop_the_heartbeats_to_others() -> None:
+    network = InMemoryNetwork()
+    async with Endpoint(network.connect("a"), config=FAST) as a:
+        gone = network.connect("gone")
+        async with Endpoint(network.connect("c"), config=FAST) as c:
+            a.add_peer("gone")
+            a.add_peer("c")
+            await gone.aclose()  # sending to it now raises UnknownPeer
+            before = c.detector("a").observations
+            await until(lambda: c.detector("a").observations > before + 5)
+            assert c.state("a") is PeerState.ALIVE
