@@ -226,3 +226,17 @@ def test_segments_of_a_dead_owner_are_swept() -> None:
     assert leftover_segments(owner_pid) == [name]
     assert name in remove_orphaned_segments()
     assert leftover_segments(owner_pid) == []
+
+
+async def test_numpy_arrays_travel_without_pickling_when_numpy_is_installed(
+    make_engine: Callable[..., Any],
+) -> None:
+    # NumPy is not a dependency of hybrid; this runs wherever it happens to be installed.
+    numpy = pytest.importorskip("numpy")
+    engine = await make_engine(workers=1)
+    array = numpy.arange(500_000, dtype=numpy.float64).reshape(500, 1000)
+    doubled = await run_packed(engine, workers.double_array, array)
+    assert isinstance(doubled, numpy.ndarray)
+    assert doubled.shape == (500, 1000)
+    assert numpy.array_equal(doubled, array * 2)
+    assert leftover_segments() == []
