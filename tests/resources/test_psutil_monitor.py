@@ -83,10 +83,11 @@ def test_a_cpu_hog_outside_the_pool_counts_as_outside_cpu(spawn: Spawn) -> None:
     # are compared with what it did get (/proc/stat counts in 10 ms ticks: some slack).
     hog_cores = hog_sample.cpu_cores
     assert hog_cores >= 0.2
-    assert outside.system.busy_cores >= 0.8 * hog_cores
-    assert outside.outside_cores >= 0.8 * hog_cores
+    slack_cores = 0.05 + 0.2 * hog_cores
+    assert outside.system.busy_cores >= hog_cores - slack_cores
+    assert outside.outside_cores >= hog_cores - slack_cores
     # Counted as a worker, the same hog is no longer outside pressure.
-    assert ours.outside_cores <= outside.outside_cores - 0.8 * hog_cores
+    assert ours.outside_cores <= outside.outside_cores - hog_cores + slack_cores
 
 
 def test_steal_is_reported_where_the_platform_has_it() -> None:
