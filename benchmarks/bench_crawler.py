@@ -35,7 +35,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = Path(__file__).resolve().parent / "crawler_baselines"
 BASELINE_VENV = Path(__file__).resolve().parent / ".venv-baselines"
-BASELINE_PACKAGES = ["scrapy"]
+BASELINE_PACKAGES = ["scrapy", "crawlee[parsel]"]
 RSS_POLL_S = 0.1
 
 
@@ -69,7 +69,9 @@ def _ensure_baselines() -> Path:
     python = BASELINE_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True)
-    probe = subprocess.run([str(python), "-c", "import scrapy"], capture_output=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import scrapy, crawlee, parsel"], capture_output=True
+    )
     if probe.returncode != 0:
         pip = [str(python), "-m", "pip", "install", "-q", *BASELINE_PACKAGES]
         subprocess.run(pip, check=True)
@@ -77,35 +79,59 @@ def _ensure_baselines() -> Path:
 
 
 def _run_measured(
-    command: list[str], cwd: Path, kill_after_pages: int | None = None, site_url: str = ""
+    command: list[str],
+    cwd: Path,
+    kill_after_pages: int | None = None,
+    site_url: str = "",
+    python_path: Path = ROOT,
 ) -> dict[str, Any]:
-    """Run a crawler process to its end; wall time and peak RSS of its process tree."""
+    """Run a crawler process to its end; wall time and peak memory of its process tree.
+
+    Memory is summed over the process and its children, as RSS (shared pages counted in
+    every process) and as PSS (shared pages split between the processes sharing them).
+    """
     started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    peak_rss = 0
-    parent = psutil.Process(process.pid)
-    while process.poll() is None:
-        try:
-            tree = [parent, *parent.children(recursive=True)]
-            peak_rss = max(peak_rss, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        if kill_after_pages and _get(f"{site_url}/__served")["total"] >= kill_after_pages:
-            process.send_signal(signal.SIGKILL)
-        time.sleep(RSS_POLL_S)
-    stderr = process.stderr.read().decode() if process.stderr else ""
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PYTHONPATH": str(python_path)},
+        )
+        peak_rss = peak_pss = 0
+        parent = psutil.Process(process.pid)
+        while process.poll() is None:
+            rss, pss = _tree_memory(parent)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+            if kill_after_pages and _get(f"{site_url}/__served")["total"] >= kill_after_pages:
+                process.send_signal(signal.SIGKILL)
+            time.sleep(RSS_POLL_S)
+        stderr.seek(0)
+        tail = stderr.read()[-2000:].decode(errors="replace")
     return {
         "elapsed_s": time.monotonic() - started,
         "peak_rss_bytes": peak_rss,
+        "peak_pss_bytes": peak_pss,
         "code": process.returncode,
-        "stderr": stderr[-2000:],
+        "stderr": tail,
     }
+
+
+def _tree_memory(parent: psutil.Process) -> tuple[int, int]:
+    rss = pss = 0
+    try:
+        tree = [parent, *parent.children(recursive=True)]
+    except psutil.Error:
+        return 0, 0
+    for process in tree:
+        try:
+            info = process.memory_full_info()
+        except psutil.Error:
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss, pss
 
 
 def _hybrid_command(seed: str, db: Path, pages: int, heavy: bool, stats: Path) -> list[str]:
@@ -175,6 +201,28 @@ def run_scrapy(python: Path, site: str, heavy: bool) -> dict[str, Any]:
     return result
 
 
+def run_crawlee(python: Path, site: str, heavy: bool, pages: int, work: Path) -> dict[str, Any]:
+    _get(f"{site}/__reset")
+    cwd = Path(tempfile.mkdtemp(dir=work))  # crawlee writes its storage/ here
+    command = [
+        str(python),
+        str(BASELINES / "crawlee_crawler.py"),
+        f"{site}/p/0",
+        str(int(heavy)),
+        str(pages),
+    ]
+    result = _run_measured(command, cwd, python_path=BASELINES)
+    result["served"] = _get(f"{site}/__served")["total"]
+    return result
+
+
+def _memory(result: dict[str, Any]) -> str:
+    return (
+        f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MB "
+        f"(PSS {result['peak_pss_bytes'] / 2**20:.0f} MB)"
+    )
+
+
 def _rate(result: dict[str, Any]) -> float:
     return float(result["served"]) / float(result["elapsed_s"])
 
@@ -234,55 +282,56 @@ def _wait_for(site: str) -> None:
             time.sleep(0.1)
 
 
+def _median_run(runs: list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+    """The median throughput and the run that had it (the upper middle one)."""
+    ordered = sorted(runs, key=_rate)
+    return statistics.median(_rate(r) for r in runs), ordered[len(ordered) // 2]
+
+
+def _hybrid_notes(run: dict[str, Any], delay_ms: float) -> str:
+    return (
+        f"fetch p50 {run['fetch_p50_ms']} ms (server {delay_ms:g} ms), "
+        f"loop lag p99 {run['loop_lag_p99_ms']} ms, {_memory(run)}, served {run['served']}"
+    )
+
+
 def _report(args: argparse.Namespace, site: str, python: Path | None) -> None:
     rows: list[tuple[str, str, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for heavy in (False, True):
             variant = "heavy" if heavy else "light"
-            ours = [run_hybrid(site, args.pages, heavy, work) for _ in range(args.repeats)]
-            ours_rate = statistics.median(_rate(r) for r in ours)
-            best = ours[len(ours) // 2]
-            detail = (
-                f"fetch p50 {best['fetch_p50_ms']} ms (server {args.delay_ms:g} ms), "
-                f"loop lag p99 {best['loop_lag_p99_ms']} ms, "
-                f"peak RSS {best['peak_rss_bytes'] / 2**20:.0f} MB, "
-                f"served {best['served']}"
-            )
-            rows.append((variant, "hybrid", ours_rate, detail))
-            if python is not None:
-                theirs = [run_scrapy(python, site, heavy) for _ in range(args.repeats)]
-                rate = statistics.median(_rate(r) for r in theirs)
-                mid = theirs[len(theirs) // 2]
-                rows.append(
-                    (
-                        variant,
-                        "scrapy",
-                        rate,
-                        f"x{ours_rate / rate:.2f} for hybrid; peak RSS "
-                        f"{mid['peak_rss_bytes'] / 2**20:.0f} MB, served {mid['served']}",
+            runs: dict[str, list[dict[str, Any]]] = {"hybrid": [], "scrapy": [], "crawlee": []}
+            for _ in range(args.repeats):  # interleaved, so drift hits every crawler alike
+                runs["hybrid"].append(run_hybrid(site, args.pages, heavy, work))
+                if python is not None:
+                    runs["scrapy"].append(run_scrapy(python, site, heavy))
+                    runs["crawlee"].append(run_crawlee(python, site, heavy, args.pages, work))
+            ours_rate, ours = _median_run(runs["hybrid"])
+            rows.append((variant, "hybrid", ours_rate, _hybrid_notes(ours, args.delay_ms)))
+            for name in ("scrapy", "crawlee"):
+                if runs[name]:
+                    rate, mid = _median_run(runs[name])
+                    notes = (
+                        f"hybrid x{ours_rate / rate:.2f}; {_memory(mid)}, served {mid['served']}"
                     )
-                )
+                    rows.append((variant, name, rate, notes))
             print(f"{variant} done", file=sys.stderr, flush=True)
         resume = run_resume(site, args.pages, work)
-        light = next(rate for v, who, rate, _ in rows if v == "light" and who == "hybrid")
-        cost = 1 - _rate(resume) / light
-        rows.append(
-            (
-                "light",
-                "hybrid resume",
-                _rate(resume),
-                f"resume cost {cost * 100:.1f}% of throughput; served {resume['served']}, "
-                f"unique {resume['unique']}",
-            )
-        )
+    light = next(rate for v, who, rate, _ in rows if v == "light" and who == "hybrid")
+    cost = 1 - _rate(resume) / light
+    notes = (
+        f"killed at {args.pages // 2} pages and resumed: cost {cost * 100:.1f}% of throughput; "
+        f"served {resume['served']} ({resume['unique']} distinct)"
+    )
+    rows.append(("light", "hybrid resume", _rate(resume), notes))
     print(
         f"\n{args.pages} pages, {args.page_kb} KB, {args.links} links, "
-        f"{args.delay_ms:g} ms server delay, {os.cpu_count()} CPUs, repeats {args.repeats}"
+        f"{args.delay_ms:g} ms server delay, {os.cpu_count()} CPUs, medians of {args.repeats}"
     )
     print(f"{'variant':8} {'crawler':14} {'pages/s':>9}  notes")
-    for variant, who, rate, notes in rows:
-        print(f"{variant:8} {who:14} {rate:9.0f}  {notes}")
+    for variant, who, rate, row_notes in rows:
+        print(f"{variant:8} {who:14} {rate:9.0f}  {row_notes}")
 
 
 if __name__ == "__main__":

@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--worker-nice",
         type=int,
-        default=10,
-        help="niceness added to the parsing processes, so fetching keeps its CPU (default 10)",
+        default=0,
+        help="niceness added to the parsing processes (e.g. 10 to keep the machine responsive)",
     )
     add("--any-domain", action="store_true", help="follow links to other hosts too")
     add("--allow", action="append", default=[], metavar="REGEX", help="follow only matches")
