@@ -22,8 +22,9 @@ class Sink:
 
     Each :meth:`write_many` call is one batch: its lines land together, never interleaved
     with another writer's, and when it returns the records are written (and synced, if
-    the schedule says so). A writer killed mid-batch leaves at most a torn last line,
-    which the next writer cuts off and :func:`read_records` skips.
+    the schedule says so). A writer killed mid-batch may leave the first whole lines of
+    that batch (never acknowledged to it) and at most one torn line, which the next
+    writer cuts off and :func:`read_records` skips.
 
     Picklable: pass it to tasks as an argument or through the engine's ``initargs``;
     each process opens the file for itself.
@@ -38,7 +39,8 @@ class Sink:
             and retried on conflict, for file systems where flock does not hold). A file
             is written in one mode only: optimistic files start with the header.
         fsync: ``"never"`` (the OS decides), ``"batch"`` (after every batch) or a number
-            of seconds (after a batch once that long has passed since the last sync).
+            of seconds (after the first batch once that long has passed since the last
+            sync, and at :meth:`close`).
 
     Example:
         >>> import tempfile, os

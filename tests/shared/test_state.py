@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hybrid.shared import Counter, LockTimeout, NamedLock, SharedValue, leftover_segments
+from hybrid.shared import Counter, LockTimeout, NamedLock, SharedValue, _mapped, leftover_segments
 
 from . import workers
 
@@ -77,6 +77,9 @@ def test_a_dead_process_keeps_its_count_and_frees_its_cell() -> None:
             process.start()
             process.join(60)
         assert counter.value == 3000
+        counter.add(1)  # the parent takes over the dead child's cell, not the locked one
+        assert _mapped.attach(counter.name).slot == 1
+        assert counter.value == 3001
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
