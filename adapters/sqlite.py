@@ -145,9 +145,9 @@ class SqliteStore:
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
             await self._run_transaction([writes for writes, _ in batch])
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             if len(batch) == 1:
-                _settle(batch, sqlite3.Error)
+                _settle(batch, exc)
                 return
             # One bad call must not fail its neighbours: commit each call alone.
             for item in batch:
@@ -177,14 +177,14 @@ class SqliteStore:
             raise
 
 
-def _settle(batch: list[_Pending], error: BaseException | type[BaseException] | None) -> None:
+def _settle(batch: list[_Pending], error: BaseException | None) -> None:
     for _, future in batch:
         if future.done():
             continue
         if error is None:
             future.set_result(None)
         else:
-            future.set_exception(error if isinstance(error, BaseException) else error())
+            future.set_exception(error)
 
 
 async def _connect(path: str | Path) -> aiosqlite.Connection:

@@ -2,10 +2,13 @@
 
 Keys under ``--redis-prefix``: ``:stream`` (the queue, read through the consumer group
 ``crawlers``), ``:seen`` (a set: every URL ever queued), ``:results`` (a hash: URL ->
-final state). A URL is queued when it is first added to the seen set, in the same Lua
-script. Completing a URL is one script too: it records the result, queues the new links
-and acknowledges the entry, but only if this crawler still owns the entry; so each URL
-gets one result even when its entry was taken over.
+final state) and ``:handed-out`` (a counter for ``--max-pages``). The keys stay after the
+crawl (running the command again resumes it); delete them to start afresh.
+
+A URL is queued when it is first added to the seen set, in the same Lua script.
+Completing a URL is one script too: it records the result, queues the new links and
+acknowledges the entry, but only if this crawler still owns the entry; so each URL gets
+one result even when its entry was taken over.
 
 A crawler keeps the entries it holds alive by re-claiming them every second; entries of
 a crawler that died stay idle, and after :data:`TAKEOVER_IDLE_S` another crawler takes
@@ -73,6 +76,8 @@ class RedisFrontier:
         self.stopping = False
         prefix = config.redis_prefix
         self.keys = (f"{prefix}:stream", f"{prefix}:seen", f"{prefix}:results")
+        self._handed_out_key = f"{prefix}:handed-out"
+        self._max_pages = config.max_pages
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._window: deque[Job] = deque()
         self._window_size = max(1, min(config.window, config.concurrency * 2))
@@ -102,6 +107,8 @@ class RedisFrontier:
         """The next URL this crawler should fetch, or ``None`` when the crawl is over."""
         while not self.stopping:
             if self._window:
+                if self._max_pages is not None and await self._over_page_limit():
+                    break
                 self._in_flight += 1
                 return self._window.popleft()
             async with self._lock:
@@ -164,6 +171,11 @@ class RedisFrontier:
         finally:
             self._held.discard(job.key)
             self._in_flight -= 1
+
+    async def _over_page_limit(self) -> bool:
+        """Count one more URL handed out by any crawler; True past ``--max-pages``."""
+        handed_out = int(await self.client.incr(self._handed_out_key))
+        return self._max_pages is not None and handed_out > self._max_pages
 
     async def _fill(self) -> bool:
         room = self._window_size

@@ -8,6 +8,7 @@ fetcher's minimum delay between two requests to that host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from urllib.robotparser import RobotFileParser
 
 from hybrid.fetching import Fetcher
@@ -15,6 +16,7 @@ from hybrid.fetching import Fetcher
 from .urls import host_of
 
 MAX_ROBOTS_BYTES = 512 * 1024  # Google reads the first 500 KiB
+MAX_CRAWL_DELAY_S = 60.0  # a larger (or nan/inf) Crawl-delay is capped here
 
 
 class RobotsCache:
@@ -60,12 +62,40 @@ class RobotsCache:
         name = url.split("/", 3)[2]
         result = await self._robots_fetcher.fetch(f"{scheme}://{name}/robots.txt")
         parser = RobotFileParser()
+        lines: list[str] = []
         if result.ok and result.status == 200:
             text = result.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
-            parser.parse(text.splitlines())
-        else:
-            parser.parse([])
-        delay = parser.crawl_delay(self._agent)
-        if delay:
-            self._page_fetcher.set_host_delay(host, float(delay))
+            lines = text.splitlines()
+        parser.parse(lines)
+        delay_s = crawl_delay_s(lines, self._agent)
+        if delay_s:
+            self._page_fetcher.set_host_delay(host, delay_s)
         return parser
+
+
+def crawl_delay_s(lines: list[str], agent: str) -> float | None:
+    """The Crawl-delay for ``agent``: its own group's, else the ``*`` group's.
+
+    The standard library's parser only reads whole seconds; fractions are common.
+    """
+    token = agent.split("/")[0].lower()
+    delays: dict[str, float] = {}
+    group: list[str] = []
+    in_rules = False
+    for raw in lines:
+        field, _, value = raw.split("#", 1)[0].partition(":")
+        field, value = field.strip().lower(), value.strip()
+        if field == "user-agent":
+            if in_rules:
+                group, in_rules = [], False
+            group.append(value.lower())
+        elif field:
+            in_rules = True
+            if field == "crawl-delay":
+                with contextlib.suppress(ValueError):
+                    for name in group:
+                        delays.setdefault(name, min(MAX_CRAWL_DELAY_S, max(0.0, float(value))))
+    for name, delay_s in delays.items():
+        if name != "*" and name in token:
+            return delay_s
+    return delays.get("*")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class SyntheticSite:
         traps: serve the trap pages and link them from ``/p/0``.
         robots_txt: the robots.txt body (``None``: 404).
         served: how many times each path was served with a 200.
+        served_at: ``time.monotonic()`` of each regular page served, in order.
     """
 
     pages: int = 200
@@ -87,6 +89,7 @@ class SyntheticSite:
     traps: bool = False
     robots_txt: str | None = DEFAULT_ROBOTS
     served: Counter[str] = field(default_factory=Counter)
+    served_at: list[float] = field(default_factory=list)
     busy_hits: int = 0
 
     def page_paths(self) -> list[str]:
@@ -133,6 +136,7 @@ class SyntheticSite:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.served[request.path] += 1
+        self.served_at.append(time.monotonic())
         return web.Response(body=self.render_page(n), content_type="text/html")
 
     async def _robots(self, request: web.Request) -> web.Response:

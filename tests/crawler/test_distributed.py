@@ -21,7 +21,7 @@ async def prefix(redis_url: str) -> AsyncIterator[str]:
     name = f"test:crawl:{uuid.uuid4().hex}"
     yield name
     client = aioredis.Redis.from_url(redis_url)
-    await client.delete(f"{name}:stream", f"{name}:seen", f"{name}:results")
+    await client.delete(*(f"{name}:{key}" for key in ("stream", "seen", "results", "handed-out")))
     await client.aclose()
 
 

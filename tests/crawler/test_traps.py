@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -65,3 +66,26 @@ async def test_every_trap_is_recorded_with_its_reason(tmp_path: Path) -> None:
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert "done" in out
+
+
+async def test_crawl_delay_spaces_requests_to_the_host(tmp_path: Path) -> None:
+    site = SyntheticSite(pages=5, links=2, robots_txt="User-agent: *\nCrawl-delay: 0.2\n")
+    async with RunningSite(site) as running:
+        code, _, err = await run_crawler(
+            f"{running.url}/p/0", "--db", str(tmp_path / "d.sqlite"), "--workers", "1"
+        )
+    assert code == 0, err
+    times = site.served_at
+    assert len(times) == 5
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.15
+
+
+async def test_garbage_robots_txt_allows_the_crawl(tmp_path: Path) -> None:
+    garbage = "\x00\x01{{{ not robots\n<html><body>Disallow /p/</body>\nUser-agent\n:::\n"
+    site = SyntheticSite(pages=20, links=3, robots_txt=garbage)
+    db = tmp_path / "g.sqlite"
+    async with RunningSite(site) as running:
+        code, _, err = await run_crawler(f"{running.url}/p/0", "--db", str(db), "--workers", "1")
+    assert code == 0, err
+    assert len(stored_pages(db)) == 20
