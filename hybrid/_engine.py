@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
 import sys
 from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
+from ._autoscaling import AutoscaleDriver
 from ._errors import EngineClosed
 from ._machine import usable_cpus
 from ._map import MapResults
@@ -16,6 +18,9 @@ from ._pool import Pool
 from ._spec import PoolSpec
 from ._stats import EngineStats
 from ._task import Task
+from .autoscale import AutoscaleConfig
+from .memory import MemoryTruth, memory_truth
+from .resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -49,6 +54,13 @@ class Engine:
             (or raises :class:`Overloaded` with ``block=False``). None means no bound.
         pools: more named pools beside ``"default"`` (which the arguments above
             describe), each with its own size and limits: ``run(..., pool="parse")``.
+        monitor: a :class:`~hybrid.resources.ResourceMonitor` (e.g.
+            ``adapters.psutil.PsutilMonitor()``): with one, each pool follows the
+            machine's CPU and memory pressure (see :mod:`hybrid.autoscale`). Without
+            one, pools keep the size they are given.
+        autoscale: the policy's settings, one for every pool or a mapping by pool name;
+            the defaults let a pool range from 1 to its ``workers``.
+        sample_interval_s: how often the monitor is sampled (default 0.5 s).
         **limits: the default pool's other :class:`PoolSpec` settings
             (``max_rss_bytes``, ``memory_limit_bytes``, ``pin_cpus``, ``nice``).
     """
@@ -63,6 +75,9 @@ class Engine:
         start_method: str | None = None,
         max_queued: int | None = None,
         pools: Mapping[str, PoolSpec] | None = None,
+        monitor: ResourceMonitor | None = None,
+        autoscale: AutoscaleConfig | Mapping[str, AutoscaleConfig] | None = None,
+        sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
         **limits: Any,
     ) -> None:
         default = PoolSpec(
@@ -82,6 +97,15 @@ class Engine:
         if self.start_method not in multiprocessing.get_all_start_methods():
             methods = ", ".join(multiprocessing.get_all_start_methods())
             raise ValueError(f"start_method must be one of {methods}, not {start_method!r}")
+        if autoscale is not None and monitor is None:
+            raise ValueError(
+                "autoscale needs a monitor: Engine(monitor=adapters.psutil.PsutilMonitor())"
+            )
+        self._monitor = monitor
+        self._sample_interval_s = sample_interval_s
+        self._autoscale = autoscale
+        self._autoscaler: AutoscaleDriver | None = None
+        self._memory_truth: MemoryTruth | None = None
         self._pools: dict[str, Pool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -124,6 +148,26 @@ class Engine:
             await asyncio.gather(*(pool.close(cancel=True) for pool in pools.values()))
             raise errors[0]
         self._pools = pools
+        if self._monitor is not None:
+            self._autoscaler = AutoscaleDriver(
+                pools, self._monitor, self._autoscale_configs(), self._sample_interval_s
+            )
+            self._autoscaler.start()
+
+    def _autoscale_configs(self) -> dict[str, AutoscaleConfig]:
+        chosen = self._autoscale
+        configs = {}
+        for name, spec in self._specs.items():
+            if isinstance(chosen, AutoscaleConfig):
+                config = chosen
+            elif chosen is not None and name in chosen:
+                config = chosen[name]
+            else:
+                config = AutoscaleConfig(max_workers=spec.workers or usable_cpus())
+            if config.max_rss_bytes is None and spec.max_rss_bytes is not None:
+                config = dataclasses.replace(config, max_rss_bytes=spec.max_rss_bytes)
+            configs[name] = config
+        return configs
 
     async def close(self, *, cancel: bool = False) -> None:
         """Stop taking work, let running and queued tasks finish, and join every worker.
@@ -142,6 +186,8 @@ class Engine:
                 await self._starting
             except Exception:
                 return
+        if self._autoscaler is not None:
+            await self._autoscaler.stop()
         await asyncio.gather(*(pool.close(cancel=cancel) for pool in self._pools.values()))
 
     async def __aenter__(self) -> Engine:
@@ -320,8 +366,21 @@ class Engine:
         self._pool(task.pool).cancel(task)
 
     def stats(self, pool: str = DEFAULT_POOL) -> EngineStats:
-        """A snapshot of a pool: workers, queue, counters and task-time percentiles."""
-        return self._pool(pool).stats()
+        """A snapshot of a pool: workers, queue, counters and task-time percentiles, the
+        machine's usable CPUs and memory, and the autoscaling policy's state."""
+        snapshot = self._pool(pool).stats()
+        autoscale = self._autoscaler.state(pool) if self._autoscaler is not None else None
+        return dataclasses.replace(
+            snapshot,
+            usable_cpus=usable_cpus(),
+            memory_limit_bytes=self._memory_limit_bytes(),
+            autoscale=autoscale,
+        )
+
+    def _memory_limit_bytes(self) -> int:
+        if self._memory_truth is None:
+            self._memory_truth = memory_truth()
+        return self._memory_truth.total_bytes
 
     def bound_worker(self, key: Hashable, *, pool: str = DEFAULT_POOL) -> int | None:
         """The index of the worker that tasks with this key go to, once it is bound."""

@@ -78,12 +78,23 @@ class EngineClosed(HybridError, RuntimeError):
 
 
 class Overloaded(HybridError):
-    """The engine's queue is full and the caller asked not to wait for room."""
+    """The engine takes no more work now and the caller asked not to wait for room.
 
-    def __init__(self, queued: int, max_queued: int) -> None:
-        super().__init__(f"{queued} tasks already queued (max_queued={max_queued})")
+    Either the queue is full (``max_queued``) or intake is paused (``paused_because``,
+    e.g. memory pressure).
+    """
+
+    def __init__(
+        self, queued: int, max_queued: int | None, paused_because: str | None = None
+    ) -> None:
+        if paused_because is not None:
+            message = f"intake is paused: {paused_because}"
+        else:
+            message = f"{queued} tasks already queued (max_queued={max_queued})"
+        super().__init__(message)
         self.queued = queued
         self.max_queued = max_queued
+        self.paused_because = paused_because
 
 
 class NotPicklable(HybridError, TypeError):

@@ -48,6 +48,8 @@ class Pool:
         self.times = _batching.TaskTimes()
         self.closing = False
         self.paused_because: str | None = None
+        self.rss_limit_by_policy = False  # an autoscaler checks max_rss_bytes instead of the watch
+        self.memory_kill_limit_bytes = 0  # memory level past which workers get killed (stats)
         self._failing_all: BaseException | None = None
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._background: set[asyncio.Task[None]] = set()
@@ -61,6 +63,7 @@ class Pool:
             self._requeue,
             lambda: self.closing,
             spec.memory_limit_bytes,
+            lambda: self.memory_kill_limit_bytes,
         )
         for _ in range(size):
             self._new_slot()
@@ -116,13 +119,19 @@ class Pool:
     # Submission
 
     def must_wait_for_room(self) -> bool:
-        return self.closing or (self.max_queued is not None and self.queued >= self.max_queued)
+        return self.closing or self._full()
+
+    def _full(self) -> bool:
+        if self.paused_because is not None:
+            return True
+        return self.max_queued is not None and self.queued >= self.max_queued
 
     async def reserve(self, block: bool) -> None:
-        """Wait until the queue has room for one more task (or raise Overloaded)."""
-        while self.max_queued is not None and self.queued >= self.max_queued:
+        """Wait until the pool takes one more task (or raise Overloaded): the queue has
+        room and intake is not paused for memory."""
+        while self._full() and not self.closing:
             if not block:
-                raise Overloaded(self.queued, self.max_queued)
+                raise Overloaded(self.queued, self.max_queued, self.paused_because)
             waiter = self._loop.create_future()
             self._room_waiters.append(waiter)
             try:
@@ -178,6 +187,7 @@ class Pool:
     def resume(self) -> None:
         self.paused_because = None
         self.dispatch()
+        self._wake_room_waiters()
 
     def dispatch(self) -> None:
         """Send queued tasks, oldest first, to workers that can take them."""
@@ -288,10 +298,17 @@ class Pool:
             batch.kill_reason = "timeout"
             batch.slot.kill()
 
+    def kill_for_memory(self, slot: Slot) -> None:
+        """Kill a worker to save the machine's memory; its running call runs again."""
+        self.kill_with_reason(slot, "memory")
+
     def kill_hung(self, slot: Slot) -> None:
         """Kill a worker that stopped responding; its running call fails as crashed."""
+        self.kill_with_reason(slot, "hung")
+
+    def kill_with_reason(self, slot: Slot, reason: str) -> None:
         for batch in slot.in_flight:
-            batch.kill_reason = batch.kill_reason or "hung"
+            batch.kill_reason = batch.kill_reason or reason
         slot.kill()
         if not slot.in_flight:
             slot.mark_dead()
@@ -429,9 +446,9 @@ class Pool:
             self._idle.set()
 
     def _wake_room_waiters(self) -> None:
-        if self.max_queued is None:
+        if self.paused_because is not None or not self._room_waiters:
             return
-        room = self.max_queued - self.queued
+        room = len(self._room_waiters) if self.max_queued is None else self.max_queued - self.queued
         while room > 0 and self._room_waiters:
             waiter = self._room_waiters.popleft()
             if not waiter.done():
@@ -487,6 +504,7 @@ class Pool:
             task_p95_s=percentile(durations, 0.95),
             task_p99_s=percentile(durations, 0.99),
             per_worker=workers,
+            paused_because=self.paused_because,
         )
 
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from ._slot import Slot
 
 
+MAX_MEMORY_KILLS = 2  # times a call is run again after its worker was killed for memory
+
+
 class _Crashed(Exception):
     """Marks a call that crashed its worker; its WorkerCrashed is made later."""
 
@@ -39,8 +42,10 @@ class Settler:
         requeue: Callable[[list[Task]], None],
         is_closing: Callable[[], bool],
         memory_limit_bytes: int | None = None,
+        memory_kill_limit: Callable[[], int] = lambda: 0,
     ) -> None:
         self._memory_limit_bytes = memory_limit_bytes
+        self._memory_kill_limit = memory_kill_limit
         self.pending_crashes: dict[Slot, list[tuple[Task, int, Batch]]] = {}
         self._counters = counters
         self._times = times
@@ -195,6 +200,14 @@ class Settler:
             return TaskTimeout(task.name, task.timeout_s)
         if reason == "close":
             return EngineClosed("the engine was closed while the task ran")
+        if reason == "memory":
+            # Killed to save the machine's memory: not the call's fault, so it runs again
+            # (without using a retry), unless that keeps happening to it.
+            task.memory_kills += 1
+            if task.memory_kills <= MAX_MEMORY_KILLS:
+                return None
+            pid = batch.slot.pid
+            return MemoryLimitExceeded(task.name, self._memory_kill_limit(), pid, "killed")
         if reason == "cancel":
             # Killed to stop a cancelled call, but this one was running by then (a race):
             # it did not finish, so it runs again, without using a retry.

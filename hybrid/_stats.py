@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .autoscale import AutoscaleState
 
 DURATION_SAMPLES = 8192  # recent task run times kept for percentiles
 
@@ -51,6 +55,10 @@ class EngineStats:
     task_p95_s: float | None
     task_p99_s: float | None
     per_worker: tuple[WorkerStats, ...]
+    paused_because: str | None = None  # why intake is paused (memory pressure), if it is
+    usable_cpus: int = 0  # CPUs this process may really use (affinity, cgroup quota)
+    memory_limit_bytes: int = 0  # the memory it may use (cgroup limit, else physical)
+    autoscale: AutoscaleState | None = None  # the policy's view, with a monitor
 
     @property
     def hottest_worker(self) -> WorkerStats | None:

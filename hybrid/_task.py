@@ -45,6 +45,7 @@ class Task:
         "fn_key",
         "future",
         "key",
+        "memory_kills",
         "n_calls",
         "name",
         "outcomes",
@@ -77,6 +78,7 @@ class Task:
         self.outcomes: list[Outcome] | None = [None] * len(calls) if chunk else None
         self.first = 0
         self.n_calls = len(calls)
+        self.memory_kills = 0  # times its worker was killed under it to save memory
         self.pending_blames = 0  # crashed calls whose error waits for the worker's exit code
         self.future = future
         self.timeout_s = timeout_s

@@ -80,7 +80,7 @@ def check_liveness(pool: Pool, slot: Slot, now: float) -> None:
 
 def check_memory(pool: Pool, slot: Slot) -> None:
     limit = pool.spec.max_rss_bytes
-    if limit is None or slot.retiring or slot.pid is None:
+    if limit is None or pool.rss_limit_by_policy or slot.retiring or slot.pid is None:
         return
     rss = rss_bytes(slot.pid)
     if rss is not None and rss > limit:
