@@ -49,15 +49,16 @@ async def show_progress(line: Callable[[], str], stream: TextIO = sys.stderr) ->
 
 
 async def _show_live(line: Callable[[], str], stream: TextIO) -> None:
+    # Refreshed from the loop, not by a rich thread of its own that would contend for the GIL.
     from rich.console import Console
     from rich.live import Live
     from rich.text import Text
 
     console = Console(file=stream)
     with (
-        Live(Text(line()), console=console, refresh_per_second=4, transient=True) as live,
+        Live(Text(line()), console=console, auto_refresh=False, transient=True) as live,
         contextlib.suppress(asyncio.CancelledError),
     ):
         while True:
             await asyncio.sleep(LIVE_INTERVAL_S)
-            live.update(Text(line()))
+            live.update(Text(line()), refresh=True)
