@@ -11,10 +11,11 @@ clock 3 s off drifting 20 ppm; T5 = T2 with sender stalls (0.5-3 s) and receiver
 stalls (0.2-1.5 s). The receiver polls every 100 ms.
 
 Time to DEAD is measured from the kill, on kills spread over each peer's life after a
-warm-up (``steady``: hybrid's detector grants a new peer a 3 s allowance that halves every
-30 minutes of acquaintance), and on one kill per peer 5-15 minutes after first contact
-(``fresh``). False alarms count over the whole simulated time, warm-up included. CPU per
-observation is a replay of recorded (sent, received) pairs through a fresh detector.
+warm-up (``steady``: hybrid's detector grants a new peer a 5 s allowance that halves every
+30 minutes of steady acquaintance, every 2 hours once the peer showed a pause or a spike),
+and on one kill per peer 5-15 minutes after first contact (``fresh``). False alarms count
+over the whole simulated time, warm-up included. CPU per observation is a replay of
+recorded (sent, received) pairs through a fresh detector (median of 5 replays).
 """
 
 from __future__ import annotations

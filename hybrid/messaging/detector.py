@@ -10,9 +10,11 @@ a normal fit (phi accrual's weak point with heavy tails): two margins, each a fa
 the worst lateness seen over a window, plus a floor.
 
 * SUSPECT margin: network lateness over the last minute.
-* DEAD margin: network lateness plus the sender's own pauses over the last hours, and never
-  below a prior that starts at ``initial_allowance_s`` and halves every
-  ``trust_half_life_s`` of acquaintance: a peer earns fast conviction by beating steadily.
+* DEAD margin: network lateness plus the sender's own pauses over the last hours, widened
+  while few anomalies have been seen, and never below a prior that starts at
+  ``initial_allowance_s`` and halves every ``trust_half_life_s`` of acquaintance (four
+  times slower once the peer has shown a pause or a spike): a peer earns fast conviction
+  by beating steadily.
 
 Each arrival is split in two: a ``sent_time`` later than the peer's interval allows means
 the *sender* paused (its process stalled; it did come back); a ``received_at - sent_time``
@@ -73,6 +75,10 @@ class DetectorConfig:
         dead_memory_s: how far back lateness and pauses count for the DEAD margin.
         initial_allowance_s: the DEAD margin granted to a peer not yet known.
         trust_half_life_s: acquaintance after which that allowance has halved.
+        bumpy_trust_half_life_s: the same, once the peer has shown an anomaly.
+        anomaly_s: a pause or a network lateness at least this long is an anomaly. Each
+            one also counts as a sample of the tail: with few of them, the DEAD margin
+            takes a wider safety factor (``dead_factor * (1 + 1 / (1 + anomalies))``).
         max_poll_gap_s: a longer gap between ``state()`` calls means the local loop
             stalled; call ``state()`` at least twice as often.
         stall_grace_s: how long escalation is held after a local stall.
@@ -89,8 +95,10 @@ class DetectorConfig:
     dead_factor: float = 1.2
     dead_floor_s: float = 0.1
     dead_memory_s: float = 6 * 3600.0
-    initial_allowance_s: float = 3.0
+    initial_allowance_s: float = 5.0  # covers a process or VM pause of a few seconds
     trust_half_life_s: float = 1800.0
+    bumpy_trust_half_life_s: float = 7200.0
+    anomaly_s: float = 0.5
     max_poll_gap_s: float = 0.15
     stall_grace_s: float = 0.2
 
@@ -139,6 +147,8 @@ class FailureDetector:
         self.pauses = 0
         self.loop_stalls = 0
         self.resurrections = 0
+        self.anomalies = 0
+        self._in_late_episode = False
         self._state = PeerState.ALIVE
         self._transits = WindowMean(config.arrival_window)
         self._recent_late = WindowMax(config.suspect_memory_s)
@@ -209,11 +219,15 @@ class FailureDetector:
         if late_s > 0:
             self._recent_late.add(late_s, received_at)
             self._net_late.add(late_s, received_at)
+        episode = late_s >= self.config.anomaly_s
+        self.anomalies += episode and not self._in_late_episode
+        self._in_late_episode = episode
 
     def _commit_pause(self, now: float) -> None:
         """Count the last gap as a pause once no reordered message has filled it."""
         if self._pending_pause is not None:
             self.pauses += 1
+            self.anomalies += self._pending_pause[2] >= self.config.anomaly_s
             self._pause.add(self._pending_pause[2], now)
             self._pending_pause = None
 
@@ -222,9 +236,13 @@ class FailureDetector:
         prior_s = 0.0
         if self._trusting:
             age_s = now - self._first_at
-            prior_s = config.initial_allowance_s * 0.5 ** (age_s / config.trust_half_life_s)
+            half_life_s = (
+                config.bumpy_trust_half_life_s if self.anomalies else config.trust_half_life_s
+            )
+            prior_s = config.initial_allowance_s * 0.5 ** (age_s / half_life_s)
             self._trusting = prior_s > config.dead_floor_s / 100  # negligible from then on
-        measured_s = config.dead_factor * (self._net_late.value + self._pause.value)
+        factor = config.dead_factor * (1 + 1 / (1 + self.anomalies))
+        measured_s = factor * (self._net_late.value + self._pause.value)
         self.suspect_margin_s = config.suspect_factor * self._recent_late.value
         self.suspect_margin_s += config.suspect_floor_s
         self.dead_margin_s = max(prior_s, measured_s + config.dead_floor_s, self.suspect_margin_s)

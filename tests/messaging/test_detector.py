@@ -177,7 +177,7 @@ def test_peers_that_all_stay_silent_are_still_convicted() -> None:
 
 
 def test_heartbeat_interval_stays_within_bounds_and_budget() -> None:
-    assert FailureDetector().heartbeat_interval() == pytest.approx(0.375)  # 3 s prior / 8
+    assert FailureDetector().heartbeat_interval() == pytest.approx(0.625)  # 5 s prior / 8
     settled = trusted()
     steady(settled, until_s=60.0)
     assert settled.heartbeat_interval() == pytest.approx(1 / 3)  # budget: 3 beats/s
