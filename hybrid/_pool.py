@@ -21,13 +21,14 @@ from ._slot import PIPELINE_DEPTH, Slot
 from ._spec import PoolSpec, WorkerSettings
 from ._stats import Counters, EngineStats, WorkerStats, percentile
 from ._task import Batch, Task, TaskState
-from ._watch import watch
+from ._watch import check_memory, watch
 from .isolation import is_memory_limit_error, spread_cpu
 
 logger = logging.getLogger("hybrid")
 
 RESTART_ATTEMPTS = 3  # tries to replace a dead worker before the slot is given up
 RESTART_BACKOFF_S = 0.1  # first pause between those tries; doubles each time
+RSS_CHECK_MIN_GAP_S = 0.01  # least time between two reads of one worker's memory
 
 
 class Pool:
@@ -352,6 +353,13 @@ class Pool:
 
     def _after_success(self, slot: Slot, finished: int) -> None:
         slot.tasks_since_start += finished
+        if self.spec.max_rss_bytes is not None and not self.rss_limit_by_policy:
+            # Quick leaky calls can outgrow the limit between two looks of the watch,
+            # so a worker's memory is also read as its batch comes back (rate-limited).
+            now = self._loop.time()
+            if now - slot.rss_checked_at >= RSS_CHECK_MIN_GAP_S:
+                slot.rss_checked_at = now
+                check_memory(self, slot)
         limit = self.max_tasks_per_child
         if limit is not None and slot.tasks_since_start >= limit:
             slot.retiring = True

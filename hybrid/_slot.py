@@ -56,6 +56,7 @@ class Slot:
         self.removing = False  # finish what it holds, then go (the pool is shrinking)
         self.on_exit: Callable[[Slot], None] | None = None  # called when the process ends
         self.died_at: float | None = None  # time.monotonic() when its process was seen to end
+        self.rss_checked_at = 0.0  # loop time of the last read of its memory
         self.liveness: WorkerLiveness | None = None  # heartbeat judgement, kept by the watch
         self._sentinel: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
