@@ -65,7 +65,7 @@ async def bursty(engine_kwargs: dict[str, Any], tasks: int, idle_s: float) -> di
         "latency_p99_ms": percentile(latencies, 0.99) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
         "workers_end": stats.workers,
-        "decisions": sum((stats.autoscale.decisions.values() if stats.autoscale else [0])),
+        "decisions": sum(stats.autoscale.decisions.values() if stats.autoscale else [0]),
     }
 
 
@@ -115,13 +115,15 @@ async def main(quick: bool) -> None:
     print(f"## Bursty workload: {burst:,} x 5 ms tasks, an outside CPU hog from half way")
     print()
     print(
-        "| pool | completion s | task latency p99 ms | loop lag p99 ms | workers at end | decisions |"
+        "| pool | completion s | task latency p99 ms | loop lag p99 ms "
+        "| workers at end | decisions |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     for name, result in (("fixed os.cpu_count()", fixed), ("autoscaling (psutil)", auto)):
         print(
             f"| {name} | {result['seconds']:.2f} | {result['latency_p99_ms']:.1f} | "
-            f"{result['lag_p99_ms']:.2f} | {result['workers_end']:.0f} | {result['decisions']:.0f} |"
+            f"{result['lag_p99_ms']:.2f} | {result['workers_end']:.0f} | "
+            f"{result['decisions']:.0f} |"
         )
     print()
     calls = 60 if quick else 200
