@@ -106,3 +106,36 @@ async def test_the_psutil_monitor_drives_a_real_engine(make_engine) -> None:
     assert stats.autoscale is not None
     assert 1 <= stats.autoscale.cap <= hybrid.usable_cpus()
     assert stats.failed == stats.crashed == 0
+
+
+async def test_a_real_outside_cpu_hog_shrinks_the_pool(make_engine) -> None:
+    import multiprocessing
+
+    from adapters.psutil import PsutilMonitor
+
+    config = AutoscaleConfig(
+        min_workers=1,
+        max_workers=2,
+        cores=2,
+        cooldown_s=0.1,
+        outside_after_s=0.5,
+        idle_shrink_after_s=None,
+    )
+    engine = await make_engine(
+        workers=2, monitor=PsutilMonitor(), autoscale=config, sample_interval_s=0.1
+    )
+    context = multiprocessing.get_context("spawn")
+    hogs = [context.Process(target=tasks.spin, args=(8.0,)) for _ in range(2)]
+    for hog in hogs:
+        hog.start()
+    try:
+        await until(lambda: engine.stats().workers == 1, timeout_s=30)
+        stats = engine.stats()
+        assert stats.autoscale is not None
+        assert stats.autoscale.outside_pressure
+        assert stats.autoscale.decisions.get("shrink.outside_cpu", 0) >= 1
+        assert await engine.run(tasks.square, 6) == 36  # still serving, with one worker
+    finally:
+        for hog in hogs:
+            hog.terminate()
+            hog.join()
