@@ -42,6 +42,7 @@ BASELINES = Path(__file__).resolve().parent / "redis_baselines"
 VENVS = Path(__file__).resolve().parent / ".venv-redis-baselines"
 PACKAGES = {"arq": ["arq", "hiredis"], "taskiq": ["taskiq", "taskiq-redis", "hiredis"]}
 URL = os.environ.get("HYBRID_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+SETTLE_S = 2.0  # nodes run this long before the kill (their start-up pauses widen margins)
 
 
 def baseline_python(name: str) -> str:
@@ -138,7 +139,7 @@ async def recovery_s() -> float:
     nodes = [Node(prefix, "--workers", "1"), Node(prefix, "--workers", "2")]
     try:
         async with RedisEngine(URL, prefix=prefix) as engine:
-            await asyncio.sleep(0.6)  # both nodes beating and seen by each other
+            await asyncio.sleep(SETTLE_S)  # both nodes beating and seen by each other
             waiting = asyncio.gather(*(engine.run(noop_tasks.pause, i, 0.05) for i in range(10)))
             await asyncio.sleep(0.1)
             victim = await holder(prefix, nodes)
