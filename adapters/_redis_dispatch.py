@@ -8,7 +8,6 @@ per chunk, not per call.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import math
 import time
@@ -79,7 +78,7 @@ class Dispatcher:
         self._engine = engine
         self._registry = registry
         self._on_done = on_done
-        self._tasks: set[Any] = set()
+        self._running: dict[Any, list[Slot]] = {}  # engine task -> the calls it carries
 
     async def dispatch(self, jobs: list[InFlight]) -> None:
         """Submit the jobs' calls; expired deadlines settle at once without running."""
@@ -112,9 +111,27 @@ class Dispatcher:
             for item, index in slots:
                 self._settle(item, index, [0, describe_error(exc)])
             return
-        task.future.add_done_callback(lambda future: self._collect(future, slots, fn_name))
+        self._running[task] = slots
+        task.future.add_done_callback(lambda future: self._collect(task, slots, fn_name))
 
-    def _collect(self, future: asyncio.Future[Any], slots: list[Slot], fn_name: str) -> None:
+    def abandon(self, lost_entry_ids: set[bytes]) -> int:
+        """Cancel local tasks whose every call belongs to an entry this node no longer owns.
+
+        Another node runs those jobs now; finishing them here would only waste the CPU
+        (their results would be dropped anyway). Returns how many tasks were cancelled.
+        """
+        doomed = [
+            task
+            for task, slots in self._running.items()
+            if all(item.entry_id in lost_entry_ids for item, _ in slots)
+        ]
+        for task in doomed:
+            self._engine.cancel(task)
+        return len(doomed)
+
+    def _collect(self, task: Any, slots: list[Slot], fn_name: str) -> None:
+        self._running.pop(task, None)
+        future = task.future
         if future.cancelled():
             error: BaseException | None = EngineClosed("the worker node stopped")
         else:

@@ -49,6 +49,7 @@ REPLY_TTL_MS = 600_000  # a reply stream nobody reads any more expires after thi
 DEAD_LETTER_MAX_LEN = 100_000  # approximate cap of the dead-letter stream
 ORPHAN_CHECK_S = 1.0  # how often to claim entries idle past the lease
 TRIM_INTERVAL_S = 2.0  # how often to trim acknowledged entries off the job stream
+STALL_BEATS = 3.0  # a beat this many intervals late means the node itself was stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,12 +309,18 @@ class WorkerNode:
 
     async def _beat_loop(self) -> None:
         interval_s = self.config.beat_interval_s
-        next_orphan_check = next_trim = time.monotonic()
+        next_orphan_check = next_trim = last_started = time.monotonic()
+        recheck = False
         while not self._closed:
             started = time.monotonic()
+            # A long gap means this node was stopped (SIGSTOP, a VM pause): peers may have
+            # taken its entries, so check every lease at once and drop the work it lost.
+            # After an outage too: a restarted Redis may have lost every entry held here.
+            stalled = recheck or started - last_started > STALL_BEATS * interval_s
+            last_started, recheck = started, False
             try:
                 await self._beat()
-                await self._renew_leases()
+                await self._renew_leases(everything=stalled)
                 await self._judge_peers()
                 if started >= next_orphan_check:
                     next_orphan_check = started + ORPHAN_CHECK_S
@@ -323,6 +330,7 @@ class WorkerNode:
                     await self._trim()
             except TRANSIENT_ERRORS:
                 log.debug("Redis unreachable; the node keeps trying")
+                recheck = True
             except ResponseError as exc:
                 log.debug("beat step failed: %s", exc)
             await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
@@ -331,12 +339,13 @@ class WorkerNode:
         value = beat_value(time.time_ns(), self.config.beat_interval_s, "node")
         await self._client.hset(self.keys.beats, self.name, msgpack.packb(value))
 
-    async def _renew_leases(self) -> None:
+    async def _renew_leases(self, everything: bool = False) -> None:
         now_s = time.monotonic()
         due = [
             item
             for item in self._inflight.values()
-            if not item.lease_lost and now_s - item.renewed_at_s > self.config.lease_s / 4
+            if not item.lease_lost
+            and (everything or now_s - item.renewed_at_s > self.config.lease_s / 4)
         ]
         if not due:
             return
@@ -347,6 +356,9 @@ class WorkerNode:
         for item in due:
             item.renewed_at_s = now_s
             item.lease_lost = item.entry_id in lost_ids
+        if lost_ids:
+            abandoned = self._dispatcher.abandon(lost_ids)
+            log.warning("lost %d leases; cancelled %d local tasks", len(lost_ids), abandoned)
 
     async def _judge_peers(self) -> None:
         raw: Any = await self._client.hgetall(self.keys.beats)
