@@ -389,6 +389,11 @@ class Pool:
             self._replace(slot)
 
     def _replace(self, slot: Slot) -> None:
+        # Several paths can ask for the same slot's replacement (a recycle decided while
+        # its batch settles, a death seen twice): only the first may act.
+        if slot.replacing:
+            return
+        slot.replacing = True
         slot.alive = False
         if slot.removing:
             self._in_background(self._remove(slot), f"hybrid-remove-{slot.index}")
@@ -404,7 +409,10 @@ class Pool:
     async def _restart(self, slot: Slot) -> None:
         await slot.stop()
         self._settler.report_crashes(slot)
-        if self._failing_all is not None or slot.removing:
+        if slot.removing:  # a shrink chose this slot while it was being replaced
+            self._detach(slot)
+            return
+        if self._failing_all is not None:
             return
         delay_s = RESTART_BACKOFF_S
         last_error: HybridError = WorkerStartError(f"worker {slot.index} could not be replaced")
@@ -417,6 +425,8 @@ class Pool:
                 await asyncio.sleep(delay_s)
                 delay_s *= 2
             else:
+                if slot.is_leaving():
+                    self._replace(slot)  # chosen by a shrink while it started: it goes now
                 self.dispatch()
                 return
         if not any(other.alive for other in self.slots):
@@ -437,10 +447,15 @@ class Pool:
                 self._replace(slot)
 
     async def _remove(self, slot: Slot) -> None:
-        self.slots.remove(slot)
-        self.queues.remove_slot(slot, self.slots)
         await slot.stop()
         self._settler.report_crashes(slot)
+        self._detach(slot)
+
+    def _detach(self, slot: Slot) -> None:
+        """Forget a removed slot; its waiting keyed tasks go to the others."""
+        if slot in self.slots:
+            self.slots.remove(slot)
+            self.queues.remove_slot(slot, self.slots)
         self.dispatch()
 
     # Bookkeeping

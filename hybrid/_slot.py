@@ -54,6 +54,7 @@ class Slot:
         self.alive = False
         self.retiring = False  # finish what it holds, then be replaced
         self.removing = False  # finish what it holds, then go (the pool is shrinking)
+        self.replacing = False  # a replacement (or removal) is under way
         self.on_exit: Callable[[Slot], None] | None = None  # called when the process ends
         self.died_at: float | None = None  # time.monotonic() when its process was seen to end
         self.rss_checked_at = 0.0  # loop time of the last read of its memory
@@ -68,6 +69,10 @@ class Slot:
     @property
     def idle(self) -> bool:
         return self.alive and not self.retiring and not self.removing and not self.in_flight
+
+    def is_leaving(self) -> bool:
+        """Whether a shrink has chosen this slot (it may change while the slot starts)."""
+        return self.removing
 
     def can_take(self, pipelined: bool) -> bool:
         if not self.alive or self.retiring or self.removing:
@@ -104,6 +109,7 @@ class Slot:
         self.next_parity = 0
         self.tasks_since_start = 0
         self.starts += 1
+        self.replacing = False
         self.alive = True
         self._watch_exit(loop)
         self.retiring = False

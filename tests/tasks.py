@@ -173,3 +173,9 @@ def grow_and_keep(megabytes: int) -> int:
 def hold_the_gil(n: int) -> int:
     """A long call in C that never releases the GIL: the heartbeat thread cannot run."""
     return sum(range(n))
+
+
+def grow_quickly(megabytes: int) -> int:
+    """Leak memory fast (no pause), then report this worker's pid."""
+    _kept.append(bytearray(megabytes * 1024 * 1024))
+    return os.getpid()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 
 import hybrid
@@ -31,9 +32,10 @@ async def test_the_loop_stays_responsive_while_workers_compute(make_engine) -> N
     prober = asyncio.ensure_future(probe())
     await asyncio.gather(*(engine.run(tasks.spin, 0.05) for _ in range(20)))
     prober.cancel()
-    assert lags
-    # A loop blocked by the CPU work would lag by whole task lengths (0.05 s and more).
-    assert max(lags) < 0.04
+    assert len(lags) >= 20
+    # A loop blocked by the CPU work would lag by whole task lengths (0.05 s) at every probe;
+    # the median is immune to the odd scheduling hiccup of a busy machine.
+    assert statistics.median(lags) < 0.02
 
 
 def test_hybrid_run_uses_uvloop_without_touching_the_policy() -> None:

@@ -138,3 +138,18 @@ async def test_a_worker_past_max_rss_is_recycled_after_its_task(make_engine) -> 
             await asyncio.sleep(0.05)
     assert engine.stats().recycled_for_memory == 1
     assert engine.stats().failed == 0
+
+
+async def test_recycling_for_memory_replaces_a_worker_once(make_engine) -> None:
+    # Regression: a recycle decided while a batch settled asked for the same worker's
+    # replacement twice, and two restarts of one slot left it with two processes.
+    engine = await make_engine(workers=1, max_rss_bytes=120 * 1024 * 1024)
+    pids = [await engine.run(tasks.grow_quickly, 10) for _ in range(40)]
+    stats = engine.stats()
+    assert stats.recycled_for_memory >= 1
+    assert stats.worker_restarts == stats.recycled_for_memory  # one restart per recycle
+    # The last recycle may come after the last call, so its replacement served none of them.
+    assert len(set(pids)) in (stats.recycled_for_memory, stats.recycled_for_memory + 1)
+    await wait_for_full_strength(engine)
+    assert len(engine.stats().per_worker) == 1
+    assert await engine.run(tasks.square, 3) == 9
