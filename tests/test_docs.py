@@ -76,3 +76,19 @@ def test_adapter_commands_are_reached_through_the_hybrid_command() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert f"usage: hybrid {command}" in result.stdout
+
+
+def test_the_readme_demo_command_runs_the_crawler_demo(tmp_path: Path) -> None:
+    command = block_after("demo-command").strip()
+    demo = command.split("&&")[-1].strip()
+    assert demo == ".venv/bin/python -m examples.crawler --demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.crawler", "--demo", "--db", str(tmp_path / "demo.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "failed 0" in result.stdout
