@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -89,6 +90,13 @@ def worker_command(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # so --import finds the project's own modules
+    for module in args.modules:
+        # A typo in --import should say so in one line, not end in a traceback later.
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            print(f"hybrid worker: cannot import --import {module!r}: {exc}", file=sys.stderr)
+            return 2
     secret = os.environ.get("HYBRID_SECRET")
     config = NodeConfig(
         url=args.redis,
