@@ -92,3 +92,24 @@ def test_the_readme_demo_command_runs_the_crawler_demo(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "failed 0" in result.stdout
+
+
+def test_hybrid_worker_names_a_module_it_cannot_import() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hybrid",
+            "worker",
+            "--redis",
+            "redis://127.0.0.1:6379/0",
+            "--import",
+            "no_such_module_here",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cannot import --import 'no_such_module_here'" in result.stderr
+    assert "Traceback" not in result.stderr
