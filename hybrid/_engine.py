@@ -21,6 +21,7 @@ from ._task import Task
 from .autoscale import AutoscaleConfig
 from .memory import MemoryTruth, memory_truth
 from .resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor
+from .shared import DEFAULT_THRESHOLD_BYTES, call_packed, holds_large, pack_async
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -61,6 +62,10 @@ class Engine:
         autoscale: the policy's settings, one for every pool or a mapping by pool name;
             the defaults let a pool range from 1 to its ``workers``.
         sample_interval_s: how often the monitor is sampled (default 0.5 s).
+        share_threshold_bytes: ``run`` sends arguments holding a buffer (bytes,
+            bytearray, memoryview, NumPy array) larger than this through shared memory
+            instead of the pipe, and the call's large results come back the same way;
+            None turns it off.
         **limits: the default pool's other :class:`PoolSpec` settings
             (``max_rss_bytes``, ``memory_limit_bytes``, ``pin_cpus``, ``nice``).
     """
@@ -78,6 +83,7 @@ class Engine:
         monitor: ResourceMonitor | None = None,
         autoscale: AutoscaleConfig | Mapping[str, AutoscaleConfig] | None = None,
         sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
+        share_threshold_bytes: int | None = DEFAULT_THRESHOLD_BYTES,
         **limits: Any,
     ) -> None:
         default = PoolSpec(
@@ -102,6 +108,7 @@ class Engine:
                 "autoscale needs a monitor: Engine(monitor=adapters.psutil.PsutilMonitor())"
             )
         self._monitor = monitor
+        self._share_threshold_bytes = share_threshold_bytes
         self._sample_interval_s = sample_interval_s
         self._autoscale = autoscale
         self._autoscaler: AutoscaleDriver | None = None
@@ -239,14 +246,47 @@ class Engine:
         Cancellation: a queued task is removed without running; a running one has its
         worker killed and replaced.
         """
+        threshold = self._share_threshold_bytes
+        if threshold is not None and holds_large(args, threshold):
+            return await self._run_shared(  # type: ignore[no-any-return]
+                fn,
+                args,
+                threshold,
+                timeout=timeout,
+                retries=retries,
+                block=block,
+                pool=pool,
+                key=key,
+            )
         task = await self.submit(
             fn, args, timeout=timeout, retries=retries, block=block, pool=pool, key=key
         )
+        return await self._result_of(task)  # type: ignore[no-any-return]
+
+    async def _result_of(self, task: Task) -> Any:
         try:
-            return await task.future  # type: ignore[no-any-return]
+            return await task.future
         except asyncio.CancelledError:
-            self._pool(pool).cancel(task)
+            self._pool(task.pool).cancel(task)
             raise
+
+    async def _run_shared(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], threshold: int, **options: Any
+    ) -> Any:
+        """Run a call whose large buffers travel through shared memory, not the pipe."""
+        packed_args, lease = await pack_async(args, threshold)
+        try:
+            task = await self.submit_calls(
+                call_packed,
+                [(fn, packed_args, lease.reply)],
+                chunk=False,
+                described_as=fn,
+                **options,
+            )
+            packed_result = await self._result_of(task)
+            return await lease.take_result_async(packed_result)
+        finally:
+            lease.release()  # after success, error, timeout, crash or cancellation alike
 
     def map(
         self,
@@ -333,6 +373,7 @@ class Engine:
         block: bool = True,
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
+        described_as: Callable[..., Any] | None = None,
     ) -> Task:
         """Queue calls of ``fn`` as one task; a chunk's future gets per-call outcomes."""
         if self._closing is not None:
@@ -355,6 +396,7 @@ class Engine:
             submitted_at=loop.time(),
             key=key,
             pool=pool,
+            described_as=described_as,
         )
         target.submit(task)
         return task

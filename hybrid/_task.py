@@ -70,9 +70,11 @@ class Task:
         submitted_at: float = 0.0,
         key: Hashable | None = None,
         pool: str = "default",
+        described_as: Callable[..., Any] | None = None,
     ) -> None:
         self.fn = fn
-        self.fn_key, self.name = describe(fn)
+        # A wrapper (e.g. the shared-memory call) is timed and named as the user's function.
+        self.fn_key, self.name = describe(described_as or fn)
         self.payload = encode_calls(fn, calls)
         self.calls = calls if chunk else None
         self.outcomes: list[Outcome] | None = [None] * len(calls) if chunk else None

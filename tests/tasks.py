@@ -179,3 +179,12 @@ def grow_quickly(megabytes: int) -> int:
     """Leak memory fast (no pause), then report this worker's pid."""
     _kept.append(bytearray(megabytes * 1024 * 1024))
     return os.getpid()
+
+
+def checksum_and_echo(data: bytes) -> tuple[int, bytes]:
+    """Read a large buffer and send one back (both cross through shared memory)."""
+    return sum(data[::4096]), bytes(data[: len(data) // 2])
+
+
+def crash_with(data: bytes) -> None:
+    os._exit(4)
