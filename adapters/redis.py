@@ -29,12 +29,14 @@ from ._redis_dispatch import build_registry, task_name
 from ._redis_errors import JobRejected
 from ._redis_liveness import Detector, redis_detector
 from ._redis_node import NodeConfig, WorkerNode
+from ._redis_transport import RedisStreamTransport
 
 __all__ = [
     "Detector",
     "JobRejected",
     "NodeConfig",
     "RedisEngine",
+    "RedisStreamTransport",
     "WorkerNode",
     "build_registry",
     "redis_detector",
