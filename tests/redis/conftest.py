@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +147,7 @@ class PrivateRedis:
 
     port: int
     process: subprocess.Popen[bytes] | None = None
+    options: tuple[str, ...] = ()  # extra redis-server arguments (later ones win)
 
     @property
     def url(self) -> str:
@@ -156,7 +158,7 @@ class PrivateRedis:
         assert binary, "redis-server is needed for restart tests"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+             "--appendonly", "no", *self.options],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + WAIT_S
@@ -199,3 +201,26 @@ async def wait_until(condition: Callable[[], Any], timeout_s: float = WAIT_S) ->
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+ACL_USER = "hybrid-app"
+ACL_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def acl_redis(private_redis: PrivateRedis, prefix: str) -> PrivateRedis:
+    """A started private server where only ``ACL_USER`` may log in, to ``prefix``'s keys."""
+    private_redis.start()
+    admin = redis.Redis(port=private_redis.port)
+    try:
+        admin.acl_setuser(
+            ACL_USER,
+            enabled=True,
+            passwords=[f"+{ACL_PASSWORD}"],
+            keys=[f"{{{prefix}}}:*"],
+            commands=["+@all"],
+        )
+        admin.acl_setuser("default", enabled=False)  # no anonymous access from here on
+    finally:
+        admin.close()
+    return private_redis

@@ -1,0 +1,47 @@
+"""Redis ACL credentials in the URL: the client and a worker node log in with them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from urllib.parse import quote
+
+import pytest
+from redis.exceptions import AuthenticationError
+
+from adapters.redis import RedisEngine
+
+from . import tasks
+from .conftest import ACL_PASSWORD, ACL_USER, Node, PrivateRedis
+
+pytestmark = pytest.mark.redis
+
+
+def acl_url(server: PrivateRedis, password: str) -> str:
+    return f"redis://{ACL_USER}:{quote(password, safe='')}@127.0.0.1:{server.port}/0"
+
+
+async def test_client_and_node_run_a_job_with_acl_credentials(
+    acl_redis: PrivateRedis, prefix: str, start_node: Callable[..., Node]
+) -> None:
+    url = acl_url(acl_redis, ACL_PASSWORD)
+    node = start_node(url=url)
+    async with RedisEngine(url, prefix=prefix) as engine:
+        assert await engine.run(tasks.add, 2, 3) == 5
+        assert [y async for y in engine.map(tasks.noop, range(20))] == list(range(20))
+    assert node.stop() == 0
+    assert node.counters()["completed"] >= 2
+
+
+async def test_a_wrong_password_fails_at_once_with_one_clear_error(
+    acl_redis: PrivateRedis, prefix: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError) as wrong:
+        async with RedisEngine(acl_url(acl_redis, "wrong password"), prefix=prefix):
+            pass
+    assert str(wrong.value) == "invalid username-password pair or user is disabled."
+    with pytest.raises(AuthenticationError, match="Authentication required"):
+        async with RedisEngine(acl_redis.url, prefix=prefix):  # no credentials at all
+            pass
+    assert time.monotonic() - started < 5.0  # refused, not retried as if Redis were down
