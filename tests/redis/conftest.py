@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -224,3 +225,35 @@ def acl_redis(private_redis: PrivateRedis, prefix: str) -> PrivateRedis:
     finally:
         admin.close()
     return private_redis
+
+
+@dataclass
+class TlsRedis:
+    """A private redis-server that speaks TLS only, and the CA file that trusts it."""
+
+    server: PrivateRedis
+    ca_file: Path
+
+    @property
+    def url(self) -> str:
+        """A ``rediss://`` URL that verifies the server against the test's own CA."""
+        ca = quote(str(self.ca_file), safe="")
+        return f"rediss://127.0.0.1:{self.server.port}/0?ssl_ca_certs={ca}"
+
+
+@pytest.fixture
+def tls_redis(private_redis: PrivateRedis, tmp_path: Path) -> TlsRedis:
+    """A started TLS-only private server with a self-signed certificate made by openssl."""
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    private_redis.options = (
+        "--port", "0", "--tls-port", str(private_redis.port), "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+    )  # fmt: skip
+    private_redis.start()
+    return TlsRedis(private_redis, cert)
