@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def block_after(marker: str) -> str:
@@ -83,7 +90,16 @@ def test_the_readme_demo_command_runs_the_crawler_demo(tmp_path: Path) -> None:
     demo = command.split("&&")[-1].strip()
     assert demo == ".venv/bin/python -m examples.crawler --demo"
     result = subprocess.run(
-        [sys.executable, "-m", "examples.crawler", "--demo", "--db", str(tmp_path / "demo.sqlite")],
+        [
+            sys.executable,
+            "-m",
+            "examples.crawler",
+            "--demo",
+            "--db",
+            str(tmp_path / "demo.sqlite"),
+            "--demo-port",
+            str(free_port()),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
