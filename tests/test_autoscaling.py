@@ -139,3 +139,22 @@ async def test_a_real_outside_cpu_hog_shrinks_the_pool(make_engine) -> None:
         for hog in hogs:
             hog.terminate()
             hog.join()
+
+
+async def test_a_call_killed_to_save_memory_runs_again_and_succeeds(make_engine, tmp_path) -> None:
+    monitor = FakeMonitor(cpu_count=4, memory_percent=30.0)
+    engine = await make_engine(workers=1, monitor=monitor, autoscale=FAST, sample_interval_s=0.05)
+    (pid,) = worker_pids(engine)
+    record = tmp_path / "calls"
+    call = asyncio.ensure_future(engine.run(tasks.sleep_then_record, 1.0, str(record), 7))
+    await asyncio.sleep(0.2)
+    monitor.set(memory_percent=97.0, worker_rss={pid: 900 * MIB})
+    await until(lambda: pid not in worker_pids(engine))  # killed past the hard level
+    monitor.set(memory_percent=30.0, worker_rss={})
+    assert await asyncio.wait_for(call, timeout=30) == 7  # not the call's fault: it ran again
+    stats = engine.stats()
+    assert stats.crashed == 0
+    assert stats.failed == 0
+    assert stats.autoscale is not None
+    assert stats.autoscale.decisions.get("kill.memory_hard", 0) >= 1
+    assert calls_recorded(record) == {7: 1}  # the killed run never got to record it
