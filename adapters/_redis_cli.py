@@ -12,6 +12,7 @@ import sys
 
 import hybrid
 
+from ._redis_conn import REFUSED_ERRORS
 from ._redis_node import NodeConfig, WorkerNode
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -112,7 +113,11 @@ def worker_command(argv: list[str]) -> int:
         drain_timeout_s=args.drain_timeout_s,
         secret=secret.encode() if secret else None,
     )
-    hybrid.run(_serve(config))
+    try:
+        hybrid.run(_serve(config))
+    except REFUSED_ERRORS as exc:
+        print(f"hybrid worker: Redis refused the credentials in --redis: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

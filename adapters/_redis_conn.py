@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 T = TypeVar("T")
@@ -33,6 +33,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+
+
+# Redis answering "no" to our credentials: never an outage to wait out. redis-py derives
+# these from its ConnectionError, so they must be caught before TRANSIENT_ERRORS.
+REFUSED_ERRORS: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError)
 
 
 def is_loading(exc: BaseException) -> bool:
@@ -116,6 +121,8 @@ async def retrying(
     while not stopping():
         try:
             result = await operation()
+        except REFUSED_ERRORS:
+            raise
         except TRANSIENT_ERRORS:
             await backoff.wait()
         except ResponseError as exc:

@@ -45,3 +45,38 @@ async def test_a_wrong_password_fails_at_once_with_one_clear_error(
         async with RedisEngine(acl_redis.url, prefix=prefix):  # no credentials at all
             pass
     assert time.monotonic() - started < 5.0  # refused, not retried as if Redis were down
+
+
+def test_a_worker_node_with_a_wrong_password_exits_with_one_clear_line(
+    acl_redis: PrivateRedis, prefix: str
+) -> None:
+    # Regression: redis-py's AuthenticationError is one of its ConnectionErrors, and the
+    # node retried it forever as if Redis were down, saying nothing.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hybrid",
+            "worker",
+            "--redis",
+            acl_url(acl_redis, "wrong"),
+            "--import",
+            "tests.redis.tasks",
+            "--prefix",
+            prefix,
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert result.returncode == 2
+    assert "Redis refused the credentials in --redis" in result.stderr
+    assert "Traceback" not in result.stderr
