@@ -10,10 +10,10 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from types import TracebackType
 from typing import Any
 
 from . import _mapped, _segment
+from ._closing import ClosesOnExit
 
 _MAGIC = b"HYBCNTR1"
 _CELL_BYTES = 64  # one cache line per cell: no false sharing between processes
@@ -22,7 +22,7 @@ _CELL = struct.Struct("=qq")  # owner pid, count
 DEFAULT_CELLS = 256  # processes that can add without the lock; more share cell 0 under it
 
 
-class Counter:
+class Counter(ClosesOnExit):
     """An integer counter shared by the parent and all workers.
 
     :meth:`add` is lock-free and never loses an update, whatever the contention.
@@ -108,17 +108,6 @@ class Counter:
             self._owner_pid = -1
             _segment.unlink(self.name)
             _mapped.forget(self.name)
-
-    def __enter__(self) -> Counter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _claim(self) -> None:
         mapped = _mapped.attach(self.name)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from . import _segment
+from ._closing import ClosesOnExit
 
 Buffer = bytes | bytearray | memoryview
 
@@ -57,7 +57,7 @@ class SharedBytes:
         return self.view()
 
 
-class Published:
+class Published(ClosesOnExit):
     """A buffer in shared memory, owned by the process that published it.
 
     Use as a context manager (or call :meth:`close`): closing unlinks the segment. Workers
@@ -77,17 +77,6 @@ class Published:
         if not self.closed:
             self.closed = True
             _segment.unlink(self.handle.name)
-
-    def __enter__(self) -> Published:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def publish(data: Any, *, name: str | None = None) -> Published:

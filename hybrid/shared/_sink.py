@@ -7,17 +7,17 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from . import _appending
+from ._closing import ClosesOnExit
 from ._records import Format, csv_header, encode_lines
 
 Locking = Literal["flock", "optimistic"]
 FsyncSchedule = Literal["never", "batch"] | float
 
 
-class Sink:
+class Sink(ClosesOnExit):
     """Appends whole records to one file from any number of processes at once.
 
     Each :meth:`write_many` call is one batch: its lines land together, never interleaved
@@ -114,17 +114,6 @@ class Sink:
                 os.fsync(self._fd)
             os.close(self._fd)
         self._fd = -1
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _descriptor(self) -> int:
         # A forked child gets its own descriptor (and writer id) rather than the parent's.

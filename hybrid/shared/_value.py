@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 from . import _mapped, _segment
+from ._closing import ClosesOnExit
 
 V = TypeVar("V", int, float, bool)
 
 _FORMATS: dict[type, str] = {int: "=q", float: "=d", bool: "=?"}
 
 
-class SharedValue(Generic[V]):
+class SharedValue(ClosesOnExit, Generic[V]):
     """An ``int`` (64-bit), ``float`` or ``bool`` that every process reads and updates atomically.
 
     Every operation holds a lock that spans processes (``fcntl.flock``, dropped by the
@@ -102,17 +102,6 @@ class SharedValue(Generic[V]):
             self._owner_pid = -1
             _segment.unlink(self.name)
             _mapped.forget(self.name)
-
-    def __enter__(self) -> SharedValue[V]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _locked(self) -> Any:
         # Looked up each time: after a fork the child needs a descriptor of its own.
