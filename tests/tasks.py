@@ -188,3 +188,9 @@ def checksum_and_echo(data: bytes) -> tuple[int, bytes]:
 
 def crash_with(data: bytes) -> None:
     os._exit(4)
+
+
+def stuck_holding_the_gil(seconds: int) -> None:
+    """A C call that blocks without releasing the GIL, like a deadlock inside an extension:
+    the whole process stops, heartbeat thread included, and burns no CPU."""
+    ctypes.PyDLL(None).sleep(seconds)

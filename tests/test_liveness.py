@@ -86,3 +86,15 @@ def _resume_stopped_children() -> object:
                 continue
             if fields[0] == "T" and int(fields[1]) == os.getpid():
                 os.kill(int(pid), signal.SIGKILL)
+
+
+async def test_a_worker_deadlocked_holding_the_gil_is_killed(make_engine) -> None:
+    engine = await make_engine(workers=1)
+    await asyncio.sleep(0.5)  # a few beats, so the detector knows the worker
+    (pid,) = worker_pids(engine)
+    with pytest.raises(hybrid.WorkerCrashed) as caught:
+        await asyncio.wait_for(engine.run(tasks.stuck_holding_the_gil, 120), timeout=30)
+    assert caught.value.reason == "hung"
+    assert caught.value.pid == pid
+    await wait_for_full_strength(engine)
+    assert await engine.run(tasks.square, 2) == 4
