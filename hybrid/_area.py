@@ -30,7 +30,7 @@ _HEARTBEAT = struct.Struct("<QQQ")  # beat count, wall clock ns, monotonic ns
 _BEAT_INTERVAL = struct.Struct("<Q")  # the interval the parent wants beats at, in ns
 _BEAT_INTERVAL_OFFSET = _HEARTBEAT.size
 _HEARTBEAT_BYTES = 64
-_HALF_HEADER = struct.Struct("<IIiI")  # records, bytes used, call running, batch id
+_HALF_HEADER = struct.Struct("<IIi")  # records, bytes used, call running
 _COUNTS = struct.Struct("<II")  # the header's first two fields: records, bytes used
 _RUNNING = struct.Struct("<i")  # the header's third field
 _RUNNING_OFFSET = 8
@@ -75,16 +75,16 @@ class ResultArea:
 
     # Both sides
 
-    def reset(self, parity: int, batch_id: int) -> None:
+    def reset(self, parity: int) -> None:
         """Clear a half for a new batch: no records, nothing running, no skip flags."""
         offset = _half_offset(parity)
-        _HALF_HEADER.pack_into(self._map, offset, 0, 0, NOT_STARTED, batch_id)
+        _HALF_HEADER.pack_into(self._map, offset, 0, 0, NOT_STARTED)
         start = offset + _HALF_HEADER.size
         self._map[start : start + MAX_BATCH] = bytes(MAX_BATCH)
 
     def progress(self, parity: int) -> tuple[int, int]:
         """Return (records written, index of the task last started)."""
-        records, _, running, _ = _HALF_HEADER.unpack_from(self._map, _half_offset(parity))
+        records, _, running = _HALF_HEADER.unpack_from(self._map, _half_offset(parity))
         return records, running
 
     # Worker side
@@ -104,7 +104,7 @@ class ResultArea:
     def records(self, parity: int) -> Iterator[bytes]:
         """Yield the records of a half in task order."""
         offset = _half_offset(parity)
-        count, _, _, _ = _HALF_HEADER.unpack_from(self._map, offset)
+        count, _, _ = _HALF_HEADER.unpack_from(self._map, offset)
         position = offset + _HALF_HEADER.size + MAX_BATCH
         for _ in range(count):
             (length,) = _RECORD_LEN.unpack_from(self._map, position)

@@ -98,7 +98,9 @@ class Engine:
         for name, spec in self._specs.items():
             if not isinstance(spec, PoolSpec):
                 raise TypeError(f"pool {name!r} must be described by a PoolSpec, not {spec!r}")
-        self.workers = usable_cpus() if workers is None else workers
+        # Read once: stats() is called on every metrics scrape, and these read cgroup files.
+        self._usable_cpus = usable_cpus()
+        self.workers = self._usable_cpus if workers is None else workers
         self.start_method = start_method or default_start_method()
         if self.start_method not in multiprocessing.get_all_start_methods():
             methods = ", ".join(multiprocessing.get_all_start_methods())
@@ -144,7 +146,7 @@ class Engine:
     async def _start(self) -> None:
         context = multiprocessing.get_context(self.start_method)
         pools = {
-            name: Pool(name, spec, spec.workers or usable_cpus(), context)
+            name: Pool(name, spec, spec.workers or self._usable_cpus, context)
             for name, spec in self._specs.items()
         }
         results = await asyncio.gather(
@@ -170,7 +172,7 @@ class Engine:
             elif chosen is not None and name in chosen:
                 config = chosen[name]
             else:
-                config = AutoscaleConfig(max_workers=spec.workers or usable_cpus())
+                config = AutoscaleConfig(max_workers=spec.workers or self._usable_cpus)
             if config.max_rss_bytes is None and spec.max_rss_bytes is not None:
                 config = dataclasses.replace(config, max_rss_bytes=spec.max_rss_bytes)
             configs[name] = config
@@ -414,7 +416,7 @@ class Engine:
         autoscale = self._autoscaler.state(pool) if self._autoscaler is not None else None
         return dataclasses.replace(
             snapshot,
-            usable_cpus=usable_cpus(),
+            usable_cpus=self._usable_cpus,
             memory_limit_bytes=self._memory_limit_bytes(),
             autoscale=autoscale,
         )

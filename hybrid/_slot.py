@@ -118,7 +118,7 @@ class Slot:
         """Send a batch to the worker; the future fails with BrokenProcessPool if it dies."""
         assert self._executor is not None
         assert self.area is not None
-        self.area.reset(batch.parity, 0)
+        self.area.reset(batch.parity)
         payloads = [task.payload for task in batch.tasks]
         counts = [task.n_calls for task in batch.tasks]
         loop = asyncio.get_running_loop()
@@ -174,15 +174,6 @@ class Slot:
             await asyncio.to_thread(self._process.join)
         if area is not None:
             area.close()
-
-    def release_area(self) -> ResultArea | None:
-        """Hand over the dead worker's area for reading; the caller closes it."""
-        area, self.area = self.area, None
-        return area
-
-    def forget_executor(self) -> ProcessPoolExecutor | None:
-        executor, self._executor = self._executor, None
-        return executor
 
 
 def _find_process(executor: ProcessPoolExecutor, pid: int) -> multiprocessing.process.BaseProcess:

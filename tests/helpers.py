@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -56,3 +57,15 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(entry))
     return found
+
+
+def literal_block(docstring: str | None) -> str:
+    """The first ``::`` block of a docstring, dedented (docstring examples are run by tests)."""
+    assert docstring
+    _, _, after = docstring.partition("::\n")
+    lines = []
+    for line in after.splitlines()[1:]:
+        if line and not line.startswith(" "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +13,10 @@ from aiohttp import web
 from adapters import aiohttp_web
 from examples.webapp.work import crunch
 from hybrid import logs
+from tests.helpers import literal_block
 from tests.ops.conftest import Serve
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def literal_block(docstring: str | None) -> str:
-    """The first ``::`` block of a docstring, dedented."""
-    assert docstring
-    _, _, after = docstring.partition("::\n")
-    lines = []
-    for line in after.splitlines()[1:]:
-        if line and not line.startswith(" "):
-            break
-        lines.append(line)
-    return textwrap.dedent("\n".join(lines))
 
 
 async def test_the_aiohttp_web_example_serves(serve: Serve, http: aiohttp.ClientSession) -> None:

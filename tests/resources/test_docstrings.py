@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import textwrap
 
 import adapters.psutil
-
-
-def literal_block(docstring: str | None) -> str:
-    """The first ``::`` block of a docstring, dedented."""
-    assert docstring
-    _, _, after = docstring.partition("::\n")
-    lines = []
-    for line in after.splitlines()[1:]:
-        if line and not line.startswith(" "):
-            break
-        lines.append(line)
-    return textwrap.dedent("\n".join(lines))
+from tests.helpers import literal_block
 
 
 def test_the_psutil_monitor_example_runs() -> None:
