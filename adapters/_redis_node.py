@@ -33,7 +33,16 @@ from ._redis_codec import (
     describe_error,
     encode_result,
 )
-from ._redis_conn import GROUP, TRANSIENT_ERRORS, Backoff, Keys, connect, is_loading, retrying
+from ._redis_conn import (
+    GROUP,
+    REFUSED_ERRORS,
+    TRANSIENT_ERRORS,
+    Backoff,
+    Keys,
+    connect,
+    is_loading,
+    retrying,
+)
 from ._redis_dispatch import Dispatcher, InFlight, build_registry
 from ._redis_errors import JobRejected
 from ._redis_liveness import Detector, PeerTable, beat_value, redis_detector
@@ -107,6 +116,7 @@ class WorkerNode:
         self._loops: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[None] | None = None
         self._backoff = Backoff()
+        self._said_waiting = False
 
     # Life cycle
 
@@ -114,7 +124,7 @@ class WorkerNode:
         """Run until ``stop`` is set, then drain: finish or hand back every held entry."""
         await self._engine.start()
         try:
-            await retrying(self._ensure_group, Backoff(), stop.is_set)
+            await retrying(self._first_contact, Backoff(), stop.is_set)
             if stop.is_set():
                 return
             log.info("node %s consuming %s", self.name.decode(), self.keys.jobs.decode())
@@ -163,6 +173,18 @@ class WorkerNode:
             self.keys.jobs, GROUP, min="-", max="+", count=100_000, consumername=self.name
         )
         return [bytes(row["message_id"]) for row in rows]
+
+    async def _first_contact(self) -> None:
+        """Create the group, saying once (not silently) that Redis is not there yet."""
+        try:
+            await self._ensure_group()
+        except REFUSED_ERRORS:
+            raise  # wrong credentials: not a Redis that is not up yet
+        except TRANSIENT_ERRORS as exc:
+            if not self._said_waiting:
+                self._said_waiting = True
+                log.warning("waiting for Redis at %s: %s", self.config.url, exc)
+            raise
 
     async def _ensure_group(self) -> None:
         try:

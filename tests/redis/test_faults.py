@@ -114,6 +114,7 @@ async def test_a_node_started_before_redis_serves_once_it_is_up(
     node = start_node(url=private_redis.url)
     await asyncio.sleep(1.0)
     assert node.process.poll() is None
+    assert "waiting for Redis at" in node.text()  # it says why it is idle, once
     private_redis.start()
     async with RedisEngine(private_redis.url, prefix=start_node.__self__.prefix) as engine:  # type: ignore[attr-defined]
         assert await asyncio.wait_for(
