@@ -27,7 +27,14 @@ class HybridError(Exception):
 
 
 class TaskTimeout(HybridError, TimeoutError):
-    """The task ran longer than its ``timeout``; its worker was killed and replaced."""
+    """The task ran longer than its ``timeout``; its worker was killed and replaced.
+
+    Attributes:
+        task_id: the engine's id of the task (``Task.id``; on worker log records too),
+            once the error reaches ``Engine.run``'s caller.
+    """
+
+    task_id: int | None = None
 
     def __init__(self, task_name: str, timeout_s: float) -> None:
         super().__init__(f"{task_name} ran longer than its timeout of {timeout_s:g} s")
@@ -44,7 +51,11 @@ class WorkerCrashed(HybridError):
         attempts: how many times the task was run (1 plus the retries used).
         reason: None when the worker died on its own; ``"hung"`` when the engine killed it
             because it stopped responding (no heartbeat, no CPU progress).
+        task_id: the engine's id of the task (``Task.id``; on worker log records too),
+            once the error reaches ``Engine.run``'s caller.
     """
+
+    task_id: int | None = None
 
     def __init__(
         self,

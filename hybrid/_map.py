@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from . import _batching
 from ._area import MAX_BATCH
 from ._errors import WorkerCrashed
+from ._map_payloads import MapPayloads
 from ._outcome import Outcome, rebuild_error
 from ._slot import PIPELINE_DEPTH
 from ._task import Task, function_key, function_name
@@ -28,10 +30,40 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 MIN_WINDOW = 4  # inputs in flight per worker while task times are unknown or long
+_DONE = object()  # the end of a chunk's values
 
 
 class MapResults(Generic[R]):
     """Results of ``engine.map``; use with ``async for`` (and optionally ``async with``)."""
+
+    __slots__ = (
+        "_async_source",
+        "_buffer",
+        "_changed",
+        "_chunk",
+        "_chunk_problems",
+        "_chunk_values",
+        "_closed",
+        "_completed",
+        "_engine",
+        "_exhausted",
+        "_fast",
+        "_feeder",
+        "_fn",
+        "_fn_key",
+        "_ordered",
+        "_outstanding",
+        "_payloads",
+        "_pending_calls",
+        "_pool_name",
+        "_position",
+        "_retries",
+        "_source_error",
+        "_submitting",
+        "_sync_source",
+        "_timeout",
+        "_window",
+    )
 
     def __init__(
         self,
@@ -64,16 +96,20 @@ class MapResults(Generic[R]):
         self._buffer: list[Any] = []  # inputs read, not yet submitted
         self._outstanding: deque[Task] = deque()  # submitted, not yet taken, in input order
         self._completed: deque[Task] = deque()  # unordered mode: done, not yet taken
-        self._chunk: Task | None = None  # the chunk whose outcomes are being yielded
-        self._chunk_outcomes: list[Outcome] = []
-        self._position = 0  # next outcome of that chunk to yield
-        self._pending_calls = 0  # inputs submitted and not yet yielded
+        self._fast: Iterator[Any] = iter(())  # the values of a chunk whose calls all succeeded
+        self._chunk: Task | None = None  # a chunk with failed calls, yielded one by one
+        self._chunk_values: list[Any] = []
+        self._chunk_problems: dict[int, Outcome] = {}  # its calls that did not succeed
+        self._position = 0  # next result of that chunk to yield
+        self._pending_calls = 0  # inputs submitted and not yet taken back
         self._changed = asyncio.Event()
         self._submitting = asyncio.Lock()
         self._exhausted = False
         self._source_error: BaseException | None = None
         self._feeder: asyncio.Task[None] | None = None
         self._closed = False
+        threshold = engine._share_threshold_bytes
+        self._payloads = MapPayloads(threshold) if threshold is not None else None
 
     def __aiter__(self) -> MapResults[R]:
         return self
@@ -103,14 +139,9 @@ class MapResults(Generic[R]):
             await asyncio.gather(self._feeder, return_exceptions=True)
 
     async def __anext__(self) -> R:
-        position = self._position
-        outcomes = self._chunk_outcomes
-        if position < len(outcomes):
-            outcome = outcomes[position]
-            if outcome is not None and outcome[0]:
-                self._position = position + 1
-                self._pending_calls -= 1
-                return outcome[2]  # type: ignore[no-any-return]
+        value = next(self._fast, _DONE)
+        if value is not _DONE:
+            return value  # type: ignore[return-value]
         try:
             return await self._next_result()
         except BaseException:
@@ -120,14 +151,15 @@ class MapResults(Generic[R]):
 
     async def _next_result(self) -> R:
         while True:
-            if self._position < len(self._chunk_outcomes):
+            position = self._position
+            if position < len(self._chunk_values):
                 assert self._chunk is not None
                 assert self._chunk.calls is not None
-                outcome = self._chunk_outcomes[self._position]
-                (item,) = self._chunk.calls[self._position]
+                item = self._chunk.calls[position]
                 self._position += 1
-                self._pending_calls -= 1
-                return await self._unwrap(outcome, item)
+                if position not in self._chunk_problems:
+                    return self._chunk_values[position]  # type: ignore[no-any-return]
+                return await self._unwrap(self._chunk_problems[position], item)
             if self._closed:
                 raise StopAsyncIteration
             task = await self._next_task()
@@ -137,8 +169,15 @@ class MapResults(Generic[R]):
             result = await task.future
             if not task.is_chunk:
                 self._pending_calls -= 1
+                if self._payloads is not None and self._payloads.leases:
+                    return await self._payloads.take(task, result)  # type: ignore[no-any-return]
                 return result  # type: ignore[no-any-return]
-            self._chunk, self._chunk_outcomes, self._position = task, result, 0
+            self._pending_calls -= len(result)
+            if not result.problems:
+                self._fast = iter(result.values)
+                return next(self._fast)  # type: ignore[no-any-return]
+            self._chunk, self._position = task, 0
+            self._chunk_values, self._chunk_problems = result.values, result.problems
 
     async def _unwrap(self, outcome: Outcome, item: Any) -> R:
         assert outcome is not None
@@ -211,15 +250,15 @@ class MapResults(Generic[R]):
         source = self._sync_source
         assert source is not None
         room = self._window_size() - self._pending_calls - len(self._buffer)
-        while not self._exhausted and room > 0:
+        if room > 0 and not self._exhausted:
+            had = len(self._buffer)
             try:
-                self._buffer.append(next(source))
-            except StopIteration:
-                self._exhausted = True
+                self._buffer.extend(itertools.islice(source, room))
             except Exception as exc:
                 self._exhausted = True
                 self._source_error = exc
-            room -= 1
+            if len(self._buffer) - had < room:
+                self._exhausted = True
         await self._flush()
 
     async def _feed_from_async(self) -> None:
@@ -246,7 +285,15 @@ class MapResults(Generic[R]):
         async with self._submitting:
             while self._buffer and not self._closed:
                 size = self._chunk_size()
-                items, self._buffer = self._buffer[:size], self._buffer[size:]
+                if len(self._buffer) <= size:
+                    items, self._buffer = self._buffer, []
+                else:
+                    items = self._buffer[:size]
+                    del self._buffer[:size]
+                if self._payloads is not None:
+                    items, rest = self._payloads.split(items)
+                    if rest:
+                        self._buffer[:0] = rest
                 task = await self._submit(items)
                 self._pending_calls += len(items)
                 self._outstanding.append(task)
@@ -256,6 +303,15 @@ class MapResults(Generic[R]):
 
     async def _submit(self, items: list[Any]) -> Task:
         if len(items) == 1:
+            if self._payloads is not None and self._payloads.is_large(items[0]):
+                return await self._payloads.submit(
+                    self._engine,
+                    self._fn,
+                    items[0],
+                    timeout=self._timeout,
+                    retries=self._retries,
+                    pool=self._pool_name,
+                )
             return await self._engine.submit(
                 self._fn,
                 (items[0],),
@@ -265,10 +321,11 @@ class MapResults(Generic[R]):
             )
         return await self._engine.submit_calls(
             self._fn,
-            [(item,) for item in items],
+            items,
             chunk=True,
             timeout=self._timeout,
             pool=self._pool_name,
+            one_arg=True,
         )
 
     def _on_done(self, task: Task, _: asyncio.Future[Any]) -> None:
@@ -282,7 +339,8 @@ class MapResults(Generic[R]):
         self._closed = True
         outstanding, self._outstanding = self._outstanding, deque()
         self._completed.clear()
-        self._chunk_outcomes, self._position = [], 0
+        self._chunk_values, self._chunk_problems, self._position = [], {}, 0
+        self._fast = iter(())
         self._buffer.clear()
         for task in outstanding:
             if not task.future.done():
@@ -291,4 +349,6 @@ class MapResults(Generic[R]):
                 task.future.exception()  # mark retrieved: nobody will read it now
         if self._feeder is not None and not self._feeder.done():
             self._feeder.cancel()
+        if self._payloads is not None:
+            self._payloads.release_all()
         self._changed.set()

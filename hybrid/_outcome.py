@@ -8,35 +8,77 @@ the parent made itself (a crash, a timeout).
 
 from __future__ import annotations
 
+import marshal
 import pickle
+from collections.abc import Iterable
 from typing import Any
 
+from ._area import FAILURE, VALUE_FLOAT, VALUE_INT, VALUE_MARSHAL, VALUE_PICKLE
 from ._errors import NotPicklable, RemoteError, RemoteTraceback
 
 Outcome = tuple[bool, float, Any] | None
 
 
-def read_record(record: bytes, task_name: str) -> Outcome:
-    """Unpickle one result record from the area (read after a worker died)."""
-    try:
-        outcome: Outcome = pickle.loads(record)
-    except Exception as exc:
-        error = NotPicklable(f"the result of {task_name}() cannot be read in the parent: {exc!r}")
-        return False, 0.0, error
-    return outcome
+class ChunkResults:
+    """Per-call results of a chunk: every value, and apart, the few calls that did not succeed.
+
+    Indexing gives a call's outcome: ``(True, 0.0, value)``, its failure, or None if it
+    was cancelled before it ran.
+    """
+
+    __slots__ = ("problems", "values")
+
+    def __init__(self, n_calls: int) -> None:
+        self.values: list[Any] = [None] * n_calls
+        self.problems: dict[int, Outcome] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: int) -> Outcome:
+        if index in self.problems:
+            return self.problems[index]
+        return True, 0.0, self.values[index]
+
+    def store(self, first: int, values: list[Any], problems: dict[int, Outcome]) -> None:
+        """Keep calls settled from ``first`` on; ``problems`` is keyed from 0."""
+        if first == 0 and len(values) == len(self.values):
+            self.values = values
+        else:
+            self.values[first : first + len(values)] = values
+        for index, outcome in problems.items():
+            self.problems[first + index] = outcome
+
+
+def read_records(
+    records: Iterable[tuple[int, Any]], names: Iterable[str]
+) -> tuple[list[Any], dict[int, Outcome]]:
+    """Decode the records a dead worker left in its area: values, and the calls that failed."""
+    values: list[Any] = []
+    problems: dict[int, Outcome] = {}
+    for index, ((kind, record), name) in enumerate(zip(records, names, strict=False)):
+        value = None
+        try:
+            if kind in (VALUE_INT, VALUE_FLOAT):
+                value = record
+            elif kind == VALUE_MARSHAL:
+                value = marshal.loads(record)
+            elif kind == VALUE_PICKLE:
+                value = pickle.loads(record)
+            elif kind == FAILURE:
+                problems[index] = pickle.loads(record)
+            else:
+                problems[index] = None
+        except Exception as exc:
+            error = NotPicklable(f"the result of {name}() cannot be read in the parent: {exc!r}")
+            problems[index] = failed(error)
+        values.append(value)
+    return values, problems
 
 
 def failed(error: BaseException) -> Outcome:
     """The outcome of a call the parent failed on its own account."""
     return False, 0.0, error
-
-
-def value_or_raise(outcome: Outcome, task_name: str) -> Any:
-    assert outcome is not None
-    ok, _, payload = outcome
-    if ok:
-        return payload
-    raise rebuild_error(payload, task_name)
 
 
 def rebuild_error(payload: Any, task_name: str) -> BaseException:

@@ -17,14 +17,17 @@ from ._machine import usable_cpu_ids
 from ._outcome import Outcome
 from ._queues import WorkQueues
 from ._settling import Settler
-from ._slot import PIPELINE_DEPTH, Slot
+from ._slot import PIPELINE_DEPTH, RetiredProcess, Slot
 from ._spec import PoolSpec, WorkerSettings
 from ._stats import Counters, EngineStats, WorkerStats, percentile
 from ._task import Batch, Task, TaskState
 from ._watch import check_memory, watch
+from ._worker import BatchReport
 from .isolation import is_memory_limit_error, spread_cpu
 
 logger = logging.getLogger("hybrid")
+
+PIPELINE_BEHIND_S = 0.25  # a task sent behind another on its worker waits at most about this
 
 RESTART_ATTEMPTS = 3  # tries to replace a dead worker before the slot is given up
 RESTART_BACKOFF_S = 0.1  # first pause between those tries; doubles each time
@@ -35,9 +38,17 @@ class Pool:
     """Worker slots and the queues that feed them."""
 
     def __init__(
-        self, name: str, spec: PoolSpec, size: int, context: multiprocessing.context.BaseContext
+        self,
+        name: str,
+        spec: PoolSpec,
+        size: int,
+        context: multiprocessing.context.BaseContext,
+        log_to: tuple[Any, int] | None = None,
     ) -> None:
         self.name = name
+        self._log_to = log_to
+        # Timeouts of batches sent behind another on their worker: not running yet.
+        self._timeouts_waiting: dict[Batch, float] = {}
         self.spec = spec
         self.max_tasks_per_child = spec.max_tasks_per_child
         self.max_queued = spec.max_queued
@@ -110,7 +121,7 @@ class Pool:
         index = max((slot.index for slot in self.slots), default=-1) + 1
         spec = self.spec
         cpu = spread_cpu(index, self._cpu_ids) if spec.pin_cpus else None
-        settings = WorkerSettings(cpu, spec.memory_limit_bytes, spec.nice)
+        settings = WorkerSettings(cpu, spec.memory_limit_bytes, spec.nice, self._log_to)
         slot = Slot(index, self._context, spec.initializer, spec.initargs, settings)
         slot.on_exit = self._worker_exited
         self.slots.append(slot)
@@ -216,26 +227,47 @@ class Pool:
         return best
 
     def _is_short(self, task: Task) -> bool:
-        return task.timeout_s is None and _batching.is_short(self.times.estimate(task.fn_key))
+        # A timed task may wait behind another too: its timeout starts when that one ends.
+        return _batching.is_short(self.times.estimate(task.fn_key))
 
     def _pick_slot(self, head: Task, bound: Slot | None) -> Slot | None:
         short = self._is_short(head)
         candidates = self.slots if bound is None else [bound]
         best: Slot | None = None
         for slot in candidates:
-            if self._quota_left(slot) == 0:
+            if not self._may_take(slot, head):
                 continue
             if slot.idle:
                 if best is None or not best.idle or slot.busy_s < best.busy_s:
                     best = slot
             elif (
                 best is None
-                and short
                 and slot.can_take(pipelined=True)
-                and all(batch.short for batch in slot.in_flight)
+                and self._may_wait_behind(slot, short)
             ):
                 best = slot
         return best
+
+    def _may_wait_behind(self, slot: Slot, short: bool) -> bool:
+        """Whether a task may be sent to ``slot`` to start when its current batch ends.
+
+        Quick tasks may wait behind quick batches. Under saturation (at least as many
+        tasks queued as there are workers) any task may wait behind a batch estimated
+        under PIPELINE_BEHIND_S: it would wait about that long in the queue anyway, and
+        its worker then starts it without a round trip through this process (as the
+        stdlib executor keeps a call queued ahead).
+        """
+        if short and all(batch.short for batch in slot.in_flight):
+            return True
+        if self.queues.count < len(self.slots):
+            return False
+        for batch in slot.in_flight:
+            if not batch.tasks:
+                return False
+            estimate_s = self.times.estimate(batch.tasks[0].fn_key)
+            if estimate_s is None or estimate_s >= PIPELINE_BEHIND_S:
+                return False
+        return True
 
     def _take_batch(self, queue: deque[Task], slot: Slot) -> list[Task]:
         head = queue.popleft()
@@ -262,6 +294,18 @@ class Pool:
             tasks.append(queue.popleft())
             calls += task.n_calls
         return tasks
+
+    def _may_take(self, slot: Slot, head: Task) -> bool:
+        """Whether the slot's process may run the task within max_tasks_per_child."""
+        quota = self._quota_left(slot)
+        if quota is None:
+            return True
+        if head.n_calls <= quota or quota == self.max_tasks_per_child:
+            return quota > 0
+        # A chunk larger than what this process may still run goes to a fresh process.
+        if slot.idle:
+            self.recycle(slot)
+        return False
 
     def _quota_left(self, slot: Slot) -> int | None:
         """Calls the slot's current process may still be given (max_tasks_per_child)."""
@@ -291,8 +335,16 @@ class Pool:
         future.add_done_callback(lambda done: self._settle(batch, done))
         timeout_s = tasks[0].timeout_s
         if timeout_s is not None:
-            batch.timer = self._loop.call_later(timeout_s, self._expire, batch)
+            if len(slot.in_flight) > 1:
+                self._timeouts_waiting[batch] = timeout_s  # started once the batch ahead ends
+            else:
+                batch.timer = self._loop.call_later(timeout_s, self._expire, batch)
         self._wake_room_waiters()
+
+    def _start_waiting_timeout(self, batch: Batch) -> None:
+        timeout_s = self._timeouts_waiting.pop(batch, None)
+        if timeout_s is not None and not batch.settled:
+            batch.timer = self._loop.call_later(timeout_s, self._expire, batch)
 
     def _expire(self, batch: Batch) -> None:
         if not batch.settled:
@@ -317,20 +369,24 @@ class Pool:
 
     # Results
 
-    def _settle(self, batch: Batch, future: asyncio.Future[list[Outcome]]) -> None:
+    def _settle(self, batch: Batch, future: asyncio.Future[BatchReport]) -> None:
         batch.settled = True
         if batch.timer is not None:
             batch.timer.cancel()
         slot = batch.slot
         slot.in_flight.remove(batch)
+        self._timeouts_waiting.pop(batch, None)
+        if slot.in_flight:
+            self._start_waiting_timeout(slot.in_flight[0])
         error = future.exception()
         if error is None:
-            outcomes = future.result()
-            self._settler.settle_returned(batch, outcomes)
-            if self.spec.memory_limit_bytes is not None and _hit_memory_limit(outcomes):
+            report = future.result()
+            self._settler.settle_returned(batch, report)
+            values, problems, _ = report
+            if self.spec.memory_limit_bytes is not None and _hit_memory_limit(problems):
                 # A worker that ran out of address space may be left fragmented or broken.
                 slot.retiring = True
-            self._after_success(slot, len(outcomes))
+            self._after_success(slot, len(values))
         else:
             self._settler.settle_dead(batch)
             self._worker_lost(slot, error)
@@ -417,13 +473,23 @@ class Pool:
         task.add_done_callback(self._background.discard)
 
     async def _restart(self, slot: Slot) -> None:
-        await slot.stop()
-        self._settler.report_crashes(slot)
-        if slot.removing:  # a shrink chose this slot while it was being replaced
-            self._detach(slot)
-            return
-        if self._failing_all is not None:
-            return
+        # The old process is joined while its replacement starts: the crash report waits
+        # for the old one's exit code, the replacement does not.
+        burial = self._loop.create_task(self._bury(slot, slot.detach()))
+        try:
+            if slot.removing:  # a shrink chose this slot while it was being replaced
+                await burial
+                self._detach(slot)
+            elif self._failing_all is None:
+                await self._start_again(slot)
+        finally:
+            await burial
+
+    async def _bury(self, slot: Slot, retired: RetiredProcess) -> None:
+        exitcode = await retired.close()
+        self._settler.report_crashes(slot, retired.pid, exitcode)
+
+    async def _start_again(self, slot: Slot) -> None:
         delay_s = RESTART_BACKOFF_S
         last_error: HybridError = WorkerStartError(f"worker {slot.index} could not be replaced")
         for attempt in range(1, RESTART_ATTEMPTS + 1):
@@ -457,8 +523,7 @@ class Pool:
                 self._replace(slot)
 
     async def _remove(self, slot: Slot) -> None:
-        await slot.stop()
-        self._settler.report_crashes(slot)
+        await self._bury(slot, slot.detach())
         self._detach(slot)
 
     def _detach(self, slot: Slot) -> None:
@@ -541,11 +606,11 @@ class Pool:
         )
 
 
-def _hit_memory_limit(outcomes: list[Outcome]) -> bool:
+def _hit_memory_limit(problems: dict[int, Outcome]) -> bool:
     return any(
         outcome is not None
         and not outcome[0]
         and isinstance(outcome[2], tuple)
         and is_memory_limit_error(str(outcome[2][1]))
-        for outcome in outcomes
+        for outcome in problems.values()
     )

@@ -8,20 +8,23 @@ started (they go back to the queue, to run exactly once).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._batching import TaskTimes
 from ._errors import EngineClosed, TaskTimeout, WorkerCrashed
-from ._outcome import Outcome, failed, read_record, rebuild_error
+from ._outcome import Outcome, failed, read_records, rebuild_error
 from ._stats import Counters
 from ._task import Batch, Task, TaskState
+from ._worker import BatchReport
 from .isolation import MemoryLimitExceeded
 
 if TYPE_CHECKING:
     from ._slot import Slot
 
 
+CHUNK_SAMPLES = 64  # task-time samples one chunk adds, whatever its size
 MAX_MEMORY_KILLS = 2  # times a call is run again after its worker was killed for memory
 
 
@@ -52,9 +55,10 @@ class Settler:
         self._requeue = requeue
         self._is_closing = is_closing
 
-    def settle_returned(self, batch: Batch, outcomes: list[Outcome]) -> None:
-        """The worker returned: its outcomes cover the batch, or a prefix of it."""
-        self._apportion(batch, outcomes, running_unfinished=False)
+    def settle_returned(self, batch: Batch, report: BatchReport) -> None:
+        """The worker returned: its report covers the batch, or a prefix of it."""
+        values, problems, task_seconds = report
+        self._apportion(batch, values, problems, task_seconds, running_unfinished=False)
 
     def settle_dead(self, batch: Batch) -> None:
         """The worker died: read what it finished from the area, blame the running call."""
@@ -62,24 +66,31 @@ class Settler:
         assert area is not None
         finished, running = area.progress(batch.parity)
         names = (task.name for task in batch.tasks for _ in range(task.n_calls))
-        outcomes = [
-            read_record(record, name)
-            for record, name in zip(area.records(batch.parity), names, strict=False)
-        ]
-        self._apportion(batch, outcomes, running_unfinished=running == finished)
+        values, problems = read_records(area.records(batch.parity), names)
+        self._apportion(batch, values, problems, [], running_unfinished=running == finished)
 
     def fail(self, task: Task, error: BaseException) -> None:
         task.state = TaskState.FINISHED
         if not task.future.done():
             task.future.set_exception(error)
 
-    def _apportion(self, batch: Batch, outcomes: list[Outcome], running_unfinished: bool) -> None:
+    def _apportion(
+        self,
+        batch: Batch,
+        values: list[Any],
+        problems: dict[int, Outcome],
+        task_seconds: list[float],
+        running_unfinished: bool,
+    ) -> None:
         position = 0
         leftovers = []
-        for task in batch.tasks:
-            taken = outcomes[position : position + task.n_calls]
+        whole = len(batch.tasks) == 1 and len(values) == batch.tasks[0].n_calls
+        for number, task in enumerate(batch.tasks):
+            taken = values if whole else values[position : position + task.n_calls]
+            own = _shifted(problems, position, len(taken)) if problems else {}
             position += len(taken)
-            self._settle_calls(task, taken)
+            seconds = task_seconds[number] if number < len(task_seconds) else 0.0
+            self._settle_calls(task, taken, own, seconds)
             if task.n_calls and running_unfinished:
                 running_unfinished = False
                 self._blame(task, batch)
@@ -87,48 +98,49 @@ class Settler:
                 leftovers.append(task)
         self._requeue(leftovers)
 
-    def _settle_calls(self, task: Task, outcomes: list[Outcome]) -> None:
-        if not outcomes:
-            return
-        ran = [outcome for outcome in outcomes if outcome is not None]
-        if len(ran) == 1:
-            self._count(task, ran[0][1], ran[0][1], int(ran[0][0]), 1)
-        elif ran:
-            elapsed = [outcome[1] for outcome in ran]
-            succeeded = sum(1 for outcome in ran if outcome[0])
-            self._counters.durations_s.extend(elapsed)
-            self._count(task, None, sum(elapsed), succeeded, len(ran))
-        self._record(task, outcomes)
-
-    def _count(
-        self, task: Task, one_s: float | None, total_s: float, succeeded: int, ran: int
+    def _settle_calls(
+        self, task: Task, values: list[Any], problems: dict[int, Outcome], seconds: float
     ) -> None:
+        if not values:
+            return
+        skipped = sum(1 for outcome in problems.values() if outcome is None) if problems else 0
+        ran = len(values) - skipped
+        if ran:
+            self._count(task, seconds, ran - (len(problems) - skipped), ran)
+        self._record(task, values, problems)
+
+    def _count(self, task: Task, total_s: float, succeeded: int, ran: int) -> None:
         counters = self._counters
-        if one_s is not None:
-            counters.durations_s.append(one_s)
+        each_s = total_s / ran
+        if ran == 1:
+            counters.durations_s.append(each_s)
+        else:
+            # A chunk's calls are timed together: a few samples of their mean stand for them.
+            counters.durations_s.extend(itertools.repeat(each_s, min(ran, CHUNK_SAMPLES)))
         counters.completed += succeeded
         counters.failed += ran - succeeded
-        self._times.observe(task.fn_key, total_s / ran)
+        self._times.observe(task.fn_key, each_s)
         if task.batch is not None:
             task.batch.slot.busy_s += total_s
             task.batch.slot.tasks_done += ran
 
-    def _record(self, task: Task, outcomes: list[Outcome]) -> None:
+    def _record(self, task: Task, values: list[Any], problems: dict[int, Outcome]) -> None:
         """Hand settled calls to whoever waits for them."""
-        if task.outcomes is not None:
-            task.outcomes[task.first : task.first + len(outcomes)] = outcomes
-            task.advance(len(outcomes))
+        if task.results is not None:
+            task.results.store(task.first, values, problems)
+            task.advance(len(values))
             self._finish_chunk_if_done(task)
             return
-        task.advance(len(outcomes))
-        outcome = outcomes[0]
+        task.advance(len(values))
         cancelled = task.state is TaskState.CANCELLED
         task.state = TaskState.FINISHED
-        if outcome is None or cancelled:
+        if cancelled:
             return
-        if outcome[0]:
-            task.future.set_result(outcome[2])
-        else:
+        if not problems:
+            task.future.set_result(values[0])
+            return
+        outcome = problems[0]
+        if outcome is not None:
             task.future.set_exception(self._explain(rebuild_error(outcome[2], task.name), task))
 
     def _explain(self, error: BaseException, task: Task) -> BaseException:
@@ -144,13 +156,13 @@ class Settler:
         return explained
 
     def _finish_chunk_if_done(self, task: Task) -> None:
-        assert task.outcomes is not None
+        assert task.results is not None
         if task.n_calls or task.pending_blames:
             return
         cancelled = task.state is TaskState.CANCELLED
         task.state = TaskState.FINISHED
         if not cancelled and not task.future.done():
-            task.future.set_result(task.outcomes)
+            task.future.set_result(task.results)
 
     def _blame(self, task: Task, batch: Batch) -> None:
         """Decide the fate of the call that was running when its worker died."""
@@ -160,7 +172,7 @@ class Settler:
         if error is CRASHED:
             self._defer_crash(task, batch)
         elif task.is_chunk:
-            self._record(task, [failed(error)])
+            self._record(task, [None], {0: failed(error)})
         else:
             self.fail(task, error)
 
@@ -176,16 +188,14 @@ class Settler:
             task.state = TaskState.FINISHED
         self.pending_crashes.setdefault(batch.slot, []).append((task, index, batch))
 
-    def report_crashes(self, slot: Slot) -> None:
+    def report_crashes(self, slot: Slot, pid: int | None, exitcode: int | None) -> None:
         """Fail the calls its worker died on, now that the worker's exit code is known."""
         for task, index, batch in self.pending_crashes.pop(slot, []):
-            error = WorkerCrashed(
-                task.name, slot.exitcode(), slot.pid, task.attempts, batch.kill_reason
-            )
-            if task.outcomes is None:
+            error = WorkerCrashed(task.name, exitcode, pid, task.attempts, batch.kill_reason)
+            if task.results is None:
                 self.fail(task, error)
                 continue
-            task.outcomes[index] = failed(error)
+            task.results.problems[index] = failed(error)
             task.pending_blames -= 1
             self._finish_chunk_if_done(task)
 
@@ -217,3 +227,12 @@ class Settler:
             return None  # left DISPATCHED: it is requeued with the calls that never ran
         self._counters.crashed += 1
         return CRASHED
+
+
+def _shifted(problems: dict[int, Outcome], start: int, count: int) -> dict[int, Outcome]:
+    """The problems among calls ``start`` to ``start + count``, keyed from 0."""
+    return {
+        index - start: outcome
+        for index, outcome in problems.items()
+        if start <= index < start + count
+    }

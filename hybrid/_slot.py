@@ -13,16 +13,15 @@ import contextlib
 import multiprocessing.context
 import os
 import signal
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from . import _worker
 from ._area import ResultArea
 from ._errors import WorkerStartError
 from ._liveness import WorkerLiveness
-from ._outcome import Outcome
 from ._spec import WorkerSettings
 from ._task import Batch
 
@@ -56,7 +55,6 @@ class Slot:
         self.removing = False  # finish what it holds, then go (the pool is shrinking)
         self.replacing = False  # a replacement (or removal) is under way
         self.on_exit: Callable[[Slot], None] | None = None  # called when the process ends
-        self.died_at: float | None = None  # time.monotonic() when its process was seen to end
         self.rss_checked_at = 0.0  # loop time of the last read of its memory
         self.liveness: WorkerLiveness | None = None  # heartbeat judgement, kept by the watch
         self._sentinel: int | None = None
@@ -114,18 +112,19 @@ class Slot:
         self._watch_exit(loop)
         self.retiring = False
 
-    def submit(self, batch: Batch) -> asyncio.Future[list[Outcome]]:
+    def submit(self, batch: Batch) -> asyncio.Future[_worker.BatchReport]:
         """Send a batch to the worker; the future fails with BrokenProcessPool if it dies."""
         assert self._executor is not None
         assert self.area is not None
         self.area.reset(batch.parity)
         payloads = [task.payload for task in batch.tasks]
         counts = [task.n_calls for task in batch.tasks]
+        first_ids = [task.id + task.first for task in batch.tasks]
         loop = asyncio.get_running_loop()
         self.in_flight.append(batch)
         self.next_parity ^= 1
         return loop.run_in_executor(
-            self._executor, _worker.run_batch, batch.parity, payloads, counts
+            self._executor, _worker.run_batch, batch.parity, payloads, counts, first_ids
         )
 
     def kill(self) -> None:
@@ -134,9 +133,6 @@ class Slot:
             self.alive = False
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-
-    def exitcode(self) -> int | None:
-        return None if self._process is None else self._process.exitcode
 
     def mark_dead(self) -> None:
         self.alive = False
@@ -158,22 +154,40 @@ class Slot:
 
     def _exited(self) -> None:
         self._unwatch_exit()
-        self.died_at = time.monotonic()
         if self.on_exit is not None:
             self.on_exit(self)
 
     async def stop(self) -> None:
         """Shut the executor down and join its process; the area is unmapped."""
-        executor, area = self._executor, self.area
-        self._executor, self.area = None, None
+        await self.detach().close()
+
+    def detach(self) -> RetiredProcess:
+        """Take the current process off the slot, so a new one can start while it is joined."""
+        retired = RetiredProcess(self._executor, self._process, self.area, self.pid)
+        self._executor, self._process, self.area = None, None, None
         self.alive = False
         self._unwatch_exit()
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-        if self._process is not None:
-            await asyncio.to_thread(self._process.join)
-        if area is not None:
-            area.close()
+        return retired
+
+
+@dataclass
+class RetiredProcess:
+    """A slot's former process, its executor and its area, until they are shut down."""
+
+    executor: ProcessPoolExecutor | None
+    process: multiprocessing.process.BaseProcess | None
+    area: ResultArea | None
+    pid: int | None
+
+    async def close(self) -> int | None:
+        """Shut the executor down, join the process and unmap the area; the exit code."""
+        if self.executor is not None:
+            await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
+        if self.process is not None:
+            await asyncio.to_thread(self.process.join)
+        if self.area is not None:
+            self.area.close()
+        return None if self.process is None else self.process.exitcode
 
 
 def _find_process(executor: ProcessPoolExecutor, pid: int) -> multiprocessing.process.BaseProcess:

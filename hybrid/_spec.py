@@ -55,6 +55,7 @@ class WorkerSettings:
     cpu: int | None = None
     memory_limit_bytes: int | None = None
     nice: int = 0
+    log_to: tuple[Any, int] | None = None  # (queue, level): forward log records to the parent
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._errors import NotPicklable
-from ._outcome import Outcome
+from ._outcome import ChunkResults
 
 if TYPE_CHECKING:
     from ._slot import Slot
@@ -32,8 +32,8 @@ class TaskState(enum.Enum):
 class Task:
     """One call, or a chunk of calls, of ``fn``: from submission to its outcome.
 
-    A single call's future gets the value or the exception. A chunk's future gets the
-    list of per-call outcomes (see ``_outcome``) once every call has settled.
+    A single call's future gets the value or the exception. A chunk's future gets its
+    :class:`ChunkResults` (see ``_outcome``) once every call has settled.
     """
 
     __slots__ = (
@@ -44,14 +44,16 @@ class Task:
         "fn",
         "fn_key",
         "future",
+        "id",
         "key",
         "memory_kills",
         "n_calls",
         "name",
-        "outcomes",
+        "one_arg",
         "payload",
         "pending_blames",
         "pool",
+        "results",
         "retries_left",
         "state",
         "submitted_at",
@@ -61,7 +63,7 @@ class Task:
     def __init__(
         self,
         fn: Callable[..., Any],
-        calls: list[tuple[Any, ...]],
+        calls: list[Any],
         future: asyncio.Future[Any],
         *,
         chunk: bool = False,
@@ -71,13 +73,17 @@ class Task:
         key: Hashable | None = None,
         pool: str = "default",
         described_as: Callable[..., Any] | None = None,
+        one_arg: bool = False,
+        task_id: int = 0,
     ) -> None:
+        self.id = task_id  # its calls are numbered task_id, task_id + 1, ...
         self.fn = fn
+        self.one_arg = one_arg  # calls are single arguments, not argument tuples
         # A wrapper (e.g. the shared-memory call) is timed and named as the user's function.
         self.fn_key, self.name = describe(described_as or fn)
-        self.payload = encode_calls(fn, calls)
+        self.payload = encode_calls(fn, calls, one_arg)
         self.calls = calls if chunk else None
-        self.outcomes: list[Outcome] | None = [None] * len(calls) if chunk else None
+        self.results = ChunkResults(len(calls)) if chunk else None
         self.first = 0
         self.n_calls = len(calls)
         self.memory_kills = 0  # times its worker was killed under it to save memory
@@ -93,11 +99,11 @@ class Task:
         self.pool = pool
 
     def __repr__(self) -> str:
-        return f"<Task {self.name} x{self.n_calls} {self.state.value}>"
+        return f"<Task {self.id} {self.name} x{self.n_calls} {self.state.value}>"
 
     @property
     def is_chunk(self) -> bool:
-        return self.outcomes is not None
+        return self.results is not None
 
     def advance(self, settled: int) -> None:
         """Drop the first ``settled`` calls; what is left is sent again if it is requeued."""
@@ -106,7 +112,7 @@ class Task:
         self.first += settled
         self.n_calls -= settled
         if self.n_calls and self.calls is not None:
-            self.payload = encode_calls(self.fn, self.calls[self.first :])
+            self.payload = encode_calls(self.fn, self.calls[self.first :], self.one_arg)
 
 
 @dataclass(eq=False)
@@ -163,12 +169,17 @@ def function_name(fn: Callable[..., Any]) -> str:
     return str(getattr(inner, "__qualname__", None) or repr(inner))
 
 
-def encode_calls(fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> bytes:
-    """Pickle calls now, so a bad function or argument fails its caller at once."""
+def encode_calls(fn: Callable[..., Any], calls: list[Any], one_arg: bool = False) -> bytes:
+    """Pickle calls now, so a bad function or argument fails its caller at once.
+
+    ``calls`` holds argument tuples, or with ``one_arg`` single arguments (cheaper to
+    send: the worker makes the tuples).
+    """
     try:
-        return pickle.dumps((fn, calls), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((fn, calls, one_arg), pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        raise NotPicklable(_explain_unpicklable(fn, calls, exc)) from exc
+        spread = [(item,) for item in calls] if one_arg else calls
+        raise NotPicklable(_explain_unpicklable(fn, spread, exc)) from exc
 
 
 def _explain_unpicklable(

@@ -28,9 +28,14 @@ BEAT_INTERVAL_BOUNDS_S = (0.005, 1.0)  # whatever the parent asks, beats stay wi
 PARENT_POLL_S = 0.2  # fallback parent-liveness poll where pidfd_open is missing
 
 Outcome = tuple[bool, float, Any] | None  # (ok, seconds, value or error); None: skipped
+# Values of the calls reached, outcomes of those that failed or were skipped, task seconds.
+BatchReport = tuple[list[Any], dict[int, Outcome], list[float]]
 
 _area: ResultArea | None = None
 _init_error: BaseException | None = None
+# While a task runs: (its first call's id minus its first index in the batch, the batch's
+# values). The running call's index is len(values), so no per-call bookkeeping is needed.
+_running: tuple[int, list[Any]] | None = None
 
 
 def init_worker(
@@ -47,6 +52,10 @@ def init_worker(
     _area = ResultArea(area_path, create=False)
     threading.Thread(target=_beat, args=(_area,), name="hybrid-heartbeat", daemon=True).start()
     try:
+        if settings.log_to is not None:
+            from .logs import install_worker_logging
+
+            install_worker_logging(*settings.log_to)
         isolate_worker(settings.cpu, settings.memory_limit_bytes, settings.nice)
         if initializer is not None:
             initializer(*initargs)
@@ -61,60 +70,69 @@ def hello() -> int:
     return os.getpid()
 
 
-def run_batch(parity: int, payloads: Sequence[bytes], counts: Sequence[int]) -> list[Outcome]:
-    """Run pickled ``(fn, [args, ...])`` tasks in order; return every call's outcome.
+def current_task_id() -> int | None:
+    """The engine's id of the call running in this worker (None outside a call).
 
-    Each outcome is also written to the result area as the call finishes, numbered by
-    call across the whole batch, so the parent can recover them if this process dies.
-    When the area is full the batch stops early: the calls not in the returned list
-    never started. ``None`` stands for a call skipped because it was cancelled.
+    Ids are numbered by the engine, one per call (``Task.id`` for a single call; a chunk
+    of ``map`` numbers its calls from its task's id). Worker log records carry it.
     """
+    running = _running
+    if running is None:
+        return None
+    base, values = running
+    return base + len(values)
+
+
+def run_batch(
+    parity: int, payloads: Sequence[bytes], counts: Sequence[int], first_ids: Sequence[int]
+) -> BatchReport:
+    """Run pickled ``(fn, calls, one_arg)`` tasks in order; report every call.
+
+    Returns the values of the calls reached, in order, the outcomes of those that failed
+    or were skipped (by index; their value is None), and each task's seconds. Each call
+    is also recorded in the result area as it finishes, numbered across the batch, so
+    the parent can recover them if this process dies. When the area is full the batch
+    stops early: the calls past the returned values never started. ``first_ids`` are the
+    engine's ids of each task's first call (:func:`current_task_id`).
+    """
+    global _running
     area = _area
     assert area is not None, "worker used before init_worker"
     half = area.writer(parity)
-    outcomes: list[Outcome] = []
+    values: list[Any] = []
+    problems: dict[int, Outcome] = {}
+    task_seconds: list[float] = []
     index = 0
-    for payload, count in zip(payloads, counts, strict=True):
-        failure: Outcome = None
-        try:
-            fn, calls = pickle.loads(payload)
-        except BaseException as exc:
-            # Every call of this task fails the same way (e.g. its module is missing here).
-            calls, failure = [()] * count, error_outcome(0.0, exc)
-        run: Callable[[tuple[Any, ...]], Outcome]
-        if failure is not None:
-            run = functools.partial(_same, failure)
-        else:
-            run = functools.partial(execute, fn)
-        index, full = half.run_calls(calls, index, run, encode, outcomes)
-        if full:
-            return outcomes
-    return outcomes
-
-
-def _same(outcome: Outcome, _: tuple[Any, ...]) -> Outcome:
-    return outcome
-
-
-def execute(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, float, Any]:
-    """Run one call: ``(True, seconds, value)`` or ``(False, seconds, error)``."""
-    started = time.perf_counter()
+    clock = time.perf_counter
     try:
-        value = fn(*args)
-    except BaseException as exc:
-        return error_outcome(time.perf_counter() - started, exc)
-    return True, time.perf_counter() - started, value
+        for payload, count, first_id in zip(payloads, counts, first_ids, strict=True):
+            # The running call is the one after the values so far: no per-call bookkeeping.
+            _running = (first_id - index, values)
+            try:
+                fn, calls, one_arg = pickle.loads(payload)
+                if one_arg:
+                    calls = zip(calls)
+            except BaseException as exc:
+                # Every call of this task fails the same way (e.g. its module is missing here).
+                fn, calls = functools.partial(_reraise, exc), [()] * count
+            started = clock()
+            index, full = half.run_calls(fn, calls, index, values, problems, describe_error)
+            task_seconds.append(clock() - started)
+            if full:
+                break
+    finally:
+        _running = None
+        half.close()
+    return values, problems, task_seconds
 
 
-def encode(outcome: Outcome) -> tuple[Outcome, bytes]:
-    """Pickle an outcome; a value that will not pickle becomes that call's error."""
-    try:
-        return outcome, pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        assert outcome is not None
-        _, elapsed_s, value = outcome
-        failed = error_outcome(elapsed_s, exc, unpicklable_result=type(value).__qualname__)
-        return failed, pickle.dumps(failed, pickle.HIGHEST_PROTOCOL)
+def _reraise(exc: BaseException) -> None:
+    raise exc.with_traceback(None)
+
+
+def describe_error(exc: BaseException, unpicklable_result: str = "") -> tuple[bool, float, Any]:
+    """The outcome of a failed call, for the area and the parent."""
+    return error_outcome(0.0, exc, unpicklable_result)
 
 
 def error_outcome(
