@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import multiprocessing
 import sys
 from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
@@ -11,7 +12,7 @@ from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
 from ._autoscaling import AutoscaleDriver
-from ._errors import EngineClosed
+from ._errors import EngineClosed, TaskTimeout, WorkerCrashed
 from ._machine import usable_cpus
 from ._map import MapResults
 from ._pool import Pool
@@ -19,9 +20,24 @@ from ._spec import PoolSpec
 from ._stats import EngineStats
 from ._task import Task
 from .autoscale import AutoscaleConfig
+from .logs import LogForwarding
 from .memory import MemoryTruth, memory_truth
 from .resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor
-from .shared import DEFAULT_THRESHOLD_BYTES, call_packed, holds_large, pack_async
+from .shared import (
+    DEFAULT_THRESHOLD_BYTES,
+    Cache,
+    call_key,
+    call_packed,
+    holds_large,
+    pack_async,
+)
+from .shared._memory import is_plain_ndarray
+from .shared._payload import (
+    BUFFER_TYPES,
+    expected_result_bytes,
+    note_result,
+    returns_large,
+)
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -65,7 +81,11 @@ class Engine:
         share_threshold_bytes: ``run`` sends arguments holding a buffer (bytes,
             bytearray, memoryview, NumPy array) larger than this through shared memory
             instead of the pipe, and the call's large results come back the same way;
-            None turns it off.
+            ``map`` does the same for inputs that are such buffers. None turns it off.
+        forward_logs: workers send their log records to this process's loggers of the
+            same name, tagged with ``worker_pid`` and ``task_id`` (see :mod:`hybrid.logs`);
+            set up by each worker at start, before ``initializer``. Workers send records
+            at the lowest level the parent's loggers accept when the engine starts.
         **limits: the default pool's other :class:`PoolSpec` settings
             (``max_rss_bytes``, ``memory_limit_bytes``, ``pin_cpus``, ``nice``).
     """
@@ -84,6 +104,7 @@ class Engine:
         autoscale: AutoscaleConfig | Mapping[str, AutoscaleConfig] | None = None,
         sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
         share_threshold_bytes: int | None = DEFAULT_THRESHOLD_BYTES,
+        forward_logs: bool = False,
         **limits: Any,
     ) -> None:
         default = PoolSpec(
@@ -116,6 +137,9 @@ class Engine:
         self._autoscaler: AutoscaleDriver | None = None
         self._memory_truth: MemoryTruth | None = None
         self._pools: dict[str, Pool] = {}
+        self._next_task_id = 1
+        self._forward_logs = forward_logs
+        self._log_forwarding: LogForwarding | None = None  # made at start (it holds sockets)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -145,8 +169,18 @@ class Engine:
 
     async def _start(self) -> None:
         context = multiprocessing.get_context(self.start_method)
+        if isinstance(context, multiprocessing.context.ForkServerContext):
+            # A worker forked from a server that has hybrid imported starts without
+            # importing it again: the bulk of a replacement's start. (The default preload,
+            # __main__, does nothing when the server is not given the main module's path.)
+            context.set_forkserver_preload(["__main__", "hybrid", "hybrid._worker"])
+        log_to = None
+        if self._forward_logs:
+            self._log_forwarding = LogForwarding()
+            self._log_forwarding.start()
+            log_to = self._log_forwarding.initargs
         pools = {
-            name: Pool(name, spec, spec.workers or self._usable_cpus, context)
+            name: Pool(name, spec, spec.workers or self._usable_cpus, context, log_to)
             for name, spec in self._specs.items()
         }
         results = await asyncio.gather(
@@ -190,14 +224,19 @@ class Engine:
         await asyncio.shield(self._closing)
 
     async def _close(self, cancel: bool) -> None:
-        if self._starting is not None:
-            try:
-                await self._starting
-            except Exception:
-                return
-        if self._autoscaler is not None:
-            await self._autoscaler.stop()
-        await asyncio.gather(*(pool.close(cancel=cancel) for pool in self._pools.values()))
+        try:
+            if self._starting is not None:
+                try:
+                    await self._starting
+                except Exception:
+                    return
+            if self._autoscaler is not None:
+                await self._autoscaler.stop()
+            await asyncio.gather(*(pool.close(cancel=cancel) for pool in self._pools.values()))
+        finally:
+            if self._log_forwarding is not None:
+                # After the workers are gone: every record they sent is logged first.
+                await asyncio.to_thread(self._log_forwarding.stop)
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -223,6 +262,7 @@ class Engine:
         block: bool = True,
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
+        cache: Cache | None = None,
     ) -> R:
         """Run ``fn(*args)`` in a worker process and return its result.
 
@@ -239,17 +279,41 @@ class Engine:
             pool: the named pool to run in.
             key: tasks with the same key run on the same worker while it lives, so its
                 warm caches are reused; without a key, the least loaded worker runs it.
+            cache: return a result kept by this :class:`~hybrid.shared.Cache`
+                (``MemoryCache()``, or ``adapters.redis.RedisCache`` shared across hosts)
+                under the key :func:`~hybrid.shared.call_key` gives the call, else run the
+                call and keep its result there. Identical calls running at once run once.
+                Exceptions are never cached.
 
         Raises:
             The task's own exception, with the worker's traceback as ``__cause__``;
             :class:`WorkerCrashed`, :class:`TaskTimeout`, :class:`NotPicklable`,
-            :class:`EngineClosed` or :class:`Overloaded`.
+            :class:`EngineClosed` or :class:`Overloaded`; ``TypeError`` with ``cache``
+            for a call that cannot be cached (``fn`` has no importable name, or an
+            argument does not pickle).
 
         Cancellation: a queued task is removed without running; a running one has its
-        worker killed and replaced.
+        worker killed and replaced. With ``cache``, the call goes on while other
+        identical calls still wait for it.
         """
+        if cache is not None:
+            compute = functools.partial(
+                self.run,
+                fn,
+                *args,
+                timeout=timeout,
+                retries=retries,
+                block=block,
+                pool=pool,
+                key=key,
+            )
+            if holds_large(args):  # hashing 100 MB takes long: not on the loop's thread
+                cache_key = await asyncio.to_thread(call_key, fn, args)
+            else:
+                cache_key = call_key(fn, args)
+            return await cache.get_or_compute(cache_key, compute)
         threshold = self._share_threshold_bytes
-        if threshold is not None and holds_large(args, threshold):
+        if threshold is not None and (holds_large(args, threshold) or returns_large(fn)):
             return await self._run_shared(  # type: ignore[no-any-return]
                 fn,
                 args,
@@ -263,13 +327,19 @@ class Engine:
         task = await self.submit(
             fn, args, timeout=timeout, retries=retries, block=block, pool=pool, key=key
         )
-        return await self._result_of(task)  # type: ignore[no-any-return]
+        result = await self._result_of(task)
+        if threshold is not None and (type(result) in BUFFER_TYPES or is_plain_ndarray(result)):
+            note_result(fn, result, threshold)  # its next calls return through shared memory
+        return result  # type: ignore[no-any-return]
 
     async def _result_of(self, task: Task) -> Any:
         try:
             return await task.future
         except asyncio.CancelledError:
             self._pool(task.pool).cancel(task)
+            raise
+        except (WorkerCrashed, TaskTimeout) as exc:
+            exc.task_id = task.id
             raise
 
     async def _run_shared(
@@ -278,6 +348,7 @@ class Engine:
         """Run a call whose large buffers travel through shared memory, not the pipe."""
         packed_args, lease = await pack_async(args, threshold)
         try:
+            lease.expect_result(expected_result_bytes(fn))
             task = await self.submit_calls(
                 call_packed,
                 [(fn, packed_args, lease.reply)],
@@ -286,9 +357,11 @@ class Engine:
                 **options,
             )
             packed_result = await self._result_of(task)
-            return await lease.take_result_async(packed_result)
+            result = await lease.take_result_async(packed_result)
+            note_result(fn, result, threshold)
+            return result
         finally:
-            lease.release()  # after success, error, timeout, crash or cancellation alike
+            await lease.release_async()  # after success, error, timeout, crash or cancellation
 
     def map(
         self,
@@ -367,7 +440,7 @@ class Engine:
     async def submit_calls(
         self,
         fn: Callable[..., Any],
-        calls: list[tuple[Any, ...]],
+        calls: list[Any],
         *,
         chunk: bool,
         timeout: float | None = None,
@@ -376,8 +449,12 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         described_as: Callable[..., Any] | None = None,
+        one_arg: bool = False,
     ) -> Task:
-        """Queue calls of ``fn`` as one task; a chunk's future gets per-call outcomes."""
+        """Queue calls of ``fn`` as one task; a chunk's future gets per-call outcomes.
+
+        ``calls`` holds argument tuples, or with ``one_arg`` single arguments.
+        """
         if self._closing is not None:
             raise EngineClosed("the engine is closed")
         if not self._pools:
@@ -399,7 +476,10 @@ class Engine:
             key=key,
             pool=pool,
             described_as=described_as,
+            one_arg=one_arg,
+            task_id=self._next_task_id,
         )
+        self._next_task_id += len(calls)
         target.submit(task)
         return task
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# A silent worker whose CPU time stands still this long is hung. Long enough that a worker
+# starved of CPU on a crowded machine still shows a clock tick (10 ms) of progress.
+NO_PROGRESS_S = 0.25
 
 
 class Detector(Protocol):
@@ -36,6 +39,7 @@ class WorkerLiveness:
     beats_seen: int = 0
     last_beat_at: float | None = None
     cpu_ticks: int | None = None
+    cpu_ticks_at: float = 0.0  # when its CPU time last moved (or was first read)
     state: str = "alive"
     spared: int = field(default=0)  # times it looked dead but was computing (GIL held)
 
@@ -55,18 +59,24 @@ class WorkerLiveness:
             return verdict
         activity = process_activity(pid)
         ticks = None if activity is None else activity[1]
-        progressed = ticks is not None and self.cpu_ticks is not None and ticks > self.cpu_ticks
-        self.cpu_ticks = ticks
-        if verdict == "dead":
-            if activity is not None and activity[0] in "Tt":
-                self.state = "hung"  # stopped by a signal or a debugger
-            elif progressed:
-                self.spared += 1
-                self.state = "suspect"  # silent but computing: a long call holding the GIL
-            else:
-                self.state = "hung"
+        if ticks is None or self.cpu_ticks is None or ticks > self.cpu_ticks:
+            progressed = ticks is not None and self.cpu_ticks is not None
+            self.cpu_ticks, self.cpu_ticks_at = ticks, now
         else:
+            progressed = False
+        if verdict != "dead":
             self.state = verdict
+        elif activity is not None and activity[0] in "Tt":
+            self.state = "hung"  # stopped by a signal or a debugger
+        elif progressed or (activity is not None and activity[0] == "R"):
+            # Silent but computing (a long call holding the GIL), or runnable and waiting
+            # for a CPU other processes hold: neither is hung.
+            self.spared += 1
+            self.state = "suspect"
+        elif ticks is not None and now - self.cpu_ticks_at < NO_PROGRESS_S:
+            self.state = "suspect"  # not long enough without CPU to tell (a busy machine)
+        else:
+            self.state = "hung"
         return self.state
 
 

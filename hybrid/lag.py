@@ -202,9 +202,14 @@ class LoopLagWatch:
             self._recent.popleft()
 
     def _sample_stalls(self, loop_thread: int) -> None:
-        """Side thread: grab the loop thread's stack once per overdue wake-up."""
-        poll_s = min(self.interval_s, self.warn_after_s) / 2
-        while not self._stopping.wait(poll_s):
+        """Side thread: grab the loop thread's stack once per overdue wake-up.
+
+        It sleeps until the pending wake-up would be overdue by half the threshold, so a
+        healthy loop costs it one wake-up per measurement at most (it takes the GIL).
+        """
+        min_wait_s = min(self.interval_s, self.warn_after_s) / 2
+        wait_s = min_wait_s
+        while not self._stopping.wait(wait_s):
             tick = self._tick
             overdue_s = time.monotonic() - self._due_at
             already = self._sampled is not None and self._sampled[0] == tick
@@ -212,6 +217,7 @@ class LoopLagWatch:
                 frame = sys._current_frames().get(loop_thread)
                 if frame is not None:
                     self._sampled = (tick, _format_stack(frame))
+            wait_s = max(min_wait_s, self.warn_after_s / 2 - overdue_s)
 
     def _note_slow_callback(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()

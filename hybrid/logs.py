@@ -49,6 +49,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, TypeVarTuple
 
+from ._worker import current_task_id
+
 R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
 
@@ -141,7 +143,8 @@ class _TagRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.worker_pid = os.getpid()
-        record.task_id = task_id_var.get()
+        named = task_id_var.get()
+        record.task_id = current_task_id() if named is None else named
         return True
 
 
