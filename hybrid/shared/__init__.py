@@ -2,18 +2,23 @@
 
 - Large buffers by shared memory: :func:`publish` once, every worker maps the handle;
   :func:`pack_async` / :func:`call_packed` / :meth:`Lease.take_result_async` move large
-  arguments and results of one call, and :meth:`Lease.release` always frees them.
+  arguments and results of one call, and :meth:`Lease.release` always frees them (or
+  keeps them, bounded, as spares for the next large call: :func:`trim_spares`).
 - Shared state: :class:`Counter` (lock-free adds), :class:`SharedValue` (atomic
   read-modify-write) and :class:`NamedLock` (a timeout, and a dead holder frees it).
 - :class:`Sink`: an append-only JSON Lines / CSV file for many writers; :func:`read_records`.
-- :class:`MemoryCache` and the :class:`Cache` protocol, keyed by :func:`call_key`.
+- Result caches for ``engine.run(fn, *args, cache=...)``: :class:`MemoryCache` (per
+  process) and the :class:`Cache` protocol (``adapters.redis.RedisCache`` shares one across
+  hosts), keyed by :func:`call_key` (:func:`cache_version` marks a function's version);
+  :class:`SingleFlight` makes concurrent awaits of one key in a process share one computation.
 
 Everything here is picklable and works with the fork, forkserver and spawn start methods.
 """
 
 from ._appending import OptimisticConflict
-from ._cache import Cache, MemoryCache, call_key
+from ._cache import Cache, MemoryCache, cache_version, call_key
 from ._counter import Counter
+from ._flight import SingleFlight
 from ._lease import Lease, LeaseReleased, Reply
 from ._lock import LockTimeout, NamedLock
 from ._memory import Published, SharedBytes, publish
@@ -31,6 +36,7 @@ from ._payload import (
 from ._reading import read_records
 from ._segment import leftover_segments, remove_orphaned_segments
 from ._sink import Sink
+from ._spare import trim_spares
 from ._value import SharedValue
 
 __all__ = [
@@ -47,7 +53,9 @@ __all__ = [
     "Reply",
     "SharedBytes",
     "SharedValue",
+    "SingleFlight",
     "Sink",
+    "cache_version",
     "call_key",
     "call_packed",
     "call_packed_kw",
@@ -59,6 +67,7 @@ __all__ = [
     "publish",
     "read_records",
     "remove_orphaned_segments",
+    "trim_spares",
     "unpack",
     "unpack_result",
 ]

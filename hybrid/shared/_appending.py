@@ -119,19 +119,22 @@ def append_optimistic(fd: int, data: bytes, writer: str, header: bytes = b"") ->
 
 def _try_append(fd: int, data: bytes, writer: str, header: bytes) -> bool:
     before = _wait_for_header(fd)
-    if before.committed_bytes == HEADER_BYTES:
+    # Data lands before it is acknowledged, so the file's size is never behind what was
+    # acknowledged, even when a stalled writer wrote back a stale header.
+    start = max(before.committed_bytes, os.fstat(fd).st_size)
+    if start == HEADER_BYTES:
         data = header + data
-    claim = Header(before.version + 1, before.committed_bytes + len(data), writer)
+    claim = Header(before.version + 1, start + len(data), writer)
     write_all(fd, claim.encode(), 0)
     time.sleep(SETTLE_S)
-    if read_header(fd) != claim:
-        return False
-    write_all(fd, data, before.committed_bytes)
+    if read_header(fd) != claim or os.fstat(fd).st_size > start:
+        return False  # another claim won, or ours was stale: someone wrote past our start
+    write_all(fd, data, start)
     after = read_header(fd)
     # A later version built on our claim is fine; the same version by another is a collision.
     if after.version < claim.version or (after.version == claim.version and after != claim):
         return False
-    return os.pread(fd, len(data), before.committed_bytes) == data
+    return os.pread(fd, len(data), start) == data
 
 
 def _wait_for_header(fd: int) -> Header:

@@ -10,6 +10,7 @@ from . import _segment
 from ._closing import ClosesOnExit
 
 Buffer = bytes | bytearray | memoryview
+COPIED_KINDS = frozenset({"bytes", "bytearray"})  # materialized as copies: never mapped
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class SharedBytes:
 
     def view(self) -> memoryview:
         """Map the buffer read-only, without copying; valid even after the owner releases it."""
-        return _segment.map_readonly(self.name)
+        return _segment.map_readonly(self.name)[: self.size_bytes]
 
     def to_bytes(self) -> bytes:
         """Copy the buffer into a new ``bytes``."""
@@ -113,11 +114,11 @@ def handle_for(data: Any, name: str) -> SharedBytes | None:
 
 
 def size_of(data: Any) -> int:
-    """Bytes a shareable buffer holds; -1 for anything else."""
+    """Bytes a shareable buffer holds; -1 for anything else (a strided memoryview too)."""
     if isinstance(data, bytes | bytearray):
         return len(data)
     if isinstance(data, memoryview):
-        return data.nbytes
+        return data.nbytes if data.contiguous else -1
     if is_plain_ndarray(data):
         return int(data.nbytes)
     return -1

@@ -18,16 +18,21 @@ no system call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 from collections.abc import Callable
 from typing import Any
 
-from . import _segment
+from . import _landing, _segment, _spare
 from ._lease import Lease, LeaseReleased, Reply, new_prefix
 from ._memory import SharedBytes, handle_for, size_of
 
 DEFAULT_THRESHOLD_BYTES = 1 << 20  # below a MiB the pipe is as fast as a segment
+BUFFER_TYPES = frozenset({bytes, bytearray, memoryview})  # and NumPy arrays (see is_plain_ndarray)
+MAX_NOTED_FUNCTIONS = 256  # functions remembered for returning large buffers
+
+_large_returners: dict[Any, int] = {}  # function -> size of its last large bytes result, or 0
 
 
 def pack(
@@ -50,13 +55,26 @@ def pack(
         when the call has ended, whatever way it ended.
     """
     prefix = new_prefix()
-    lease = Lease(prefix, reply=Reply(prefix, threshold_bytes) if reply else None)
+    spares = _spare.pool()
+    lease = Lease(prefix)
+    if reply:
+        lease.offer = spares.take_largest(f"{prefix}o")
+        offer = lease.offer
+        lease.reply = Reply(
+            prefix,
+            threshold_bytes,
+            offer.name if offer else "",
+            offer.capacity_bytes if offer else 0,
+        )
+
     names = (f"{prefix}a{index}" for index in itertools.count())
 
     def share(value: Any) -> Any:
-        handle = handle_for(value, next(names))
+        spare = spares.take(size_of(value), next(names))
+        lease.spares[spare.name] = spare
+        handle = handle_for(value, spare.name)
         assert handle is not None
-        _segment.write_new(handle.name, memoryview(value))
+        spare.write(memoryview(value))
         lease.handles.append(handle)
         return handle
 
@@ -106,8 +124,15 @@ def pack_result(value: Any, reply: Reply | None) -> Any:
         return value
     created: list[str] = []
     names = (reply.result_name(index) for index in itertools.count())
+    offered = [reply.offer] if reply.offer else []
 
     def share(buffer: Any) -> Any:
+        if offered and size_of(buffer) <= reply.offer_bytes:
+            handle = handle_for(buffer, offered[0])
+            assert handle is not None
+            if _segment.write_existing(handle.name, memoryview(buffer)):
+                offered.clear()
+                return handle
         handle = handle_for(buffer, next(names))
         assert handle is not None
         _segment.write_new(handle.name, memoryview(buffer))
@@ -139,6 +164,11 @@ def unpack_result(packed: Any) -> Any:
     return _replace(packed, _is_handle, take)
 
 
+def replace_handles(packed: Any, take: Callable[[SharedBytes], Any]) -> Any:
+    """``packed`` with every handle swapped for ``take(handle)``."""
+    return _replace(packed, _is_handle, take)
+
+
 def call_packed(fn: Callable[..., Any], packed_args: Any, reply: Reply | None) -> Any:
     """Worker side in one call: unpack ``packed_args`` (a tuple), run ``fn``, pack its result."""
     return pack_result(fn(*unpack(packed_args)), reply)
@@ -149,6 +179,32 @@ def call_packed_kw(
 ) -> Any:
     """Like :func:`call_packed`, with keyword arguments."""
     return pack_result(fn(*unpack(packed_args), **unpack(packed_kwargs)), reply)
+
+
+def returns_large(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` returned a large buffer before (:func:`note_result`)."""
+    try:
+        return fn in _large_returners
+    except TypeError:  # an unhashable callable
+        return False
+
+
+def expected_result_bytes(fn: Callable[..., Any]) -> int:
+    """The size of ``fn``'s last large ``bytes`` result; 0 if it was another kind or none."""
+    try:
+        return _large_returners.get(fn, 0)
+    except TypeError:
+        return 0
+
+
+def note_result(fn: Callable[..., Any], value: Any, threshold_bytes: int) -> None:
+    """Remember ``fn`` if ``value`` is a large buffer, so its next calls get a reply segment."""
+    size_bytes = size_of(value)
+    if size_bytes >= threshold_bytes:
+        if len(_large_returners) >= MAX_NOTED_FUNCTIONS:
+            _large_returners.clear()
+        with contextlib.suppress(TypeError):
+            _large_returners[fn] = size_bytes if type(value) is bytes else 0
 
 
 def holds_large(obj: Any, threshold_bytes: int = DEFAULT_THRESHOLD_BYTES) -> bool:
@@ -175,6 +231,8 @@ def _is_handle(value: Any) -> bool:
 
 
 def _materialize(handle: SharedBytes) -> Any:
+    if handle.kind == "bytes" and handle.size_bytes >= _landing.MIN_LANDING_BYTES:
+        return _landing.receive(handle.name, handle.size_bytes)
     return handle.materialize()
 
 

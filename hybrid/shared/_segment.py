@@ -20,6 +20,7 @@ from pathlib import Path
 
 PREFIX = "hybrid-shm-"  # distinct from the engine's own result areas ("hybrid-<pid>-...")
 TOMBSTONE = "-gone"  # the name ending of a call's tombstone (see _lease)
+SPARE = "-spare-"  # the name part of a spare kept for reuse (see _spare)
 _NAME = re.compile(r"^hybrid-shm-(\d+)-[0-9a-z]+(?:-[0-9a-z]+)*$")
 
 
@@ -56,6 +57,22 @@ def write_new(name: str, data: memoryview) -> None:
     os.close(fd)
 
 
+def write_existing(name: str, data: memoryview) -> bool:
+    """Overwrite the start of segment ``name`` with ``data``; False if it is gone."""
+    try:
+        fd = os.open(path_of(name), os.O_WRONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        view = data.cast("B") if data.ndim != 1 or data.format != "B" else data
+        written = 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], written)
+    finally:
+        os.close(fd)
+    return True
+
+
 def read_bytes(name: str, size_bytes: int) -> bytes:
     """Copy a segment's contents into a new ``bytes``."""
     with open(path_of(name), "rb", buffering=0) as file:
@@ -84,7 +101,9 @@ def unlink(name: str) -> bool:
     return True
 
 
-def leftover_segments(owner_pid: int | None = None, *, tombstones: bool = False) -> list[str]:
+def leftover_segments(
+    owner_pid: int | None = None, *, tombstones: bool = False, spares: bool = False
+) -> list[str]:
     """Names of segments owned by ``owner_pid`` (this process by default) that still exist.
 
     Tests assert this is empty after a call, whatever way the call ended.
@@ -93,13 +112,17 @@ def leftover_segments(owner_pid: int | None = None, *, tombstones: bool = False)
         owner_pid: whose segments; this process by default.
         tombstones: also list the empty marker files of calls that ended abnormally
             (they hold no memory and go a minute later, or when their owner exits).
+        spares: also list the idle segments kept for reuse by later large calls
+            (bounded; see :func:`trim_spares`).
     """
     pid = os.getpid() if owner_pid is None else owner_pid
     start = f"{PREFIX}{pid}-"
     return sorted(
         entry.name
         for entry in shm_dir().iterdir()
-        if entry.name.startswith(start) and (tombstones or not entry.name.endswith(TOMBSTONE))
+        if entry.name.startswith(start)
+        and (tombstones or not entry.name.endswith(TOMBSTONE))
+        and (spares or SPARE not in entry.name)
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import hybrid
-from hybrid.shared import Cache, Counter, MemoryCache, call_key
+from hybrid.shared import Cache, Counter, MemoryCache, call_key, leftover_segments
 
 from . import workers
 
@@ -121,7 +121,32 @@ def test_call_keys_depend_on_function_and_arguments_only() -> None:
     assert call_key(workers.slow_square, (1,)) != call_key(workers.slow_failure, (1,))
     assert call_key(max, (), {"a": 1, "b": 2}) == call_key(max, (), {"b": 2, "a": 1})
     assert call_key(functools.partial(divmod, 7), (2,)) == call_key(divmod, (7, 2))
-    assert call_key(workers.slow_square, ()).startswith("hybrid:v1:tests.shared.workers:")
+    assert call_key(workers.slow_square, ()).startswith("hybrid:v2:tests.shared.workers:")
+    # Buffers are hashed apart from the pickle: their boundaries still count.
+    split = (bytearray(b"ab"), bytearray(b"c"))
+    assert call_key(workers.slow_square, split) != call_key(
+        workers.slow_square, (bytearray(b"a"), bytearray(b"bc"))
+    )
+    assert call_key(workers.slow_square, split) == call_key(
+        workers.slow_square, (bytearray(b"ab"), bytearray(b"c"))
+    )
     with pytest.raises(TypeError, match="importable"):
         call_key(lambda: None)
     assert isinstance(MemoryCache(), Cache)
+
+
+async def test_a_call_with_a_large_argument_is_cached_and_its_segments_released(
+    make_engine: Callable[..., Any],
+) -> None:
+    engine = await make_engine(workers=1)
+    cache = MemoryCache()
+    data = bytes(range(256)) * 8192  # 2 MiB: hashed in place, sent by shared memory
+    for _ in range(2):
+        assert await engine.run(workers.reverse_bytes, data, cache=cache) == data[::-1]
+    assert (cache.hits, cache.misses) == (1, 1)
+    other = bytearray(data)
+    other[-1] ^= 1
+    assert call_key(workers.reverse_bytes, (data,)) != call_key(
+        workers.reverse_bytes, (bytes(other),)
+    )
+    assert leftover_segments() == []

@@ -131,3 +131,91 @@ def double_array(array: Any) -> Any:
     if array.flags.writeable:
         raise AssertionError("a shared argument must be read-only")
     return array * 2
+
+
+def count_in_redis(url: str, calls_key: str, x: int, seconds: float) -> int:
+    """Count the call in Redis (seen from every process), then take ``seconds`` to square ``x``."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.incr(calls_key)
+    time.sleep(seconds)
+    return x * x
+
+
+def hang_the_first_time(url: str, calls_key: str, x: int) -> int:
+    """Hang for an hour on the first call anywhere; square ``x`` on later ones."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        first = client.incr(calls_key) == 1
+    if first:
+        time.sleep(3600)
+    return x * x
+
+
+def run_cached_when_told(url: str, prefix: str, secret: str, call: tuple[Any, ...]) -> None:
+    """A separate client process: its own Engine and RedisCache run ``call`` once told to go.
+
+    It says it is ready by incrementing ``{prefix}:test:ready`` and starts when
+    ``{prefix}:test:go`` exists; it writes its result to ``{prefix}:test:result:<pid>``.
+    """
+    import asyncio
+
+    import redis
+
+    import hybrid
+    from adapters.redis import RedisCache
+
+    async def main() -> None:
+        async with (
+            hybrid.Engine(1) as engine,
+            RedisCache(url, prefix=prefix, secret=secret, lease_s=1.0, poll_s=0.1) as cache,
+        ):
+            await engine.run(abs, 0)
+            with redis.Redis.from_url(url) as client:
+                client.incr(f"{{{prefix}}}:test:ready")
+                while not client.exists(f"{{{prefix}}}:test:go"):
+                    time.sleep(0.005)
+                result = await engine.run(*call, cache=cache)
+                client.set(f"{{{prefix}}}:test:result:{os.getpid()}", repr(result))
+
+    asyncio.run(main())
+
+
+def flip(item: Any) -> Any:
+    """Reverse a buffer (a ``bytes`` stays ``bytes``); anything else comes back as it is."""
+    if isinstance(item, bytes | bytearray):
+        return item[::-1]
+    return item
+
+
+def sleep_with_bytes(data: bytes) -> bytes:
+    """The first call returns at once; later ones take 30 s."""
+    if _state.setdefault("slept", False):
+        time.sleep(30)
+    _state["slept"] = True
+    return data
+
+
+def keep_view(view: memoryview) -> None:
+    """Keep a mapped argument beyond its call (a user may)."""
+    _state["view"] = view
+
+
+def kept_view_digest() -> str:
+    return hashlib.sha256(_state["view"]).hexdigest()
+
+
+def make_bytes(size_bytes: int, fill: int) -> bytes:
+    return bytes([fill]) * size_bytes
+
+
+def keep_and_digest(data: bytes) -> str:
+    """Keep a large argument beyond its call and return its digest; so does the next call."""
+    _state.setdefault("kept", []).append(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def kept_digests() -> list[str]:
+    return [hashlib.sha256(data).hexdigest() for data in _state.get("kept", [])]
