@@ -12,7 +12,7 @@ import sys
 
 import hybrid
 
-from ._redis_conn import REFUSED_ERRORS
+from ._redis_conn import REFUSED_ERRORS, describe_refusal
 from ._redis_node import NodeConfig, WorkerNode
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -116,7 +116,8 @@ def worker_command(argv: list[str]) -> int:
     try:
         hybrid.run(_serve(config))
     except REFUSED_ERRORS as exc:
-        print(f"hybrid worker: Redis refused the credentials in --redis: {exc}", file=sys.stderr)
+        reason = describe_refusal(exc)
+        print(f"hybrid worker: Redis refused the credentials in --redis: {reason}", file=sys.stderr)
         return 2
     return 0
 
@@ -127,7 +128,12 @@ async def _serve(config: NodeConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     node = WorkerNode(config)
-    print(f"hybrid worker {node.name.decode()} ready", flush=True)
-    await node.serve(stop)
+    name = node.name.decode()
+    print(f"hybrid worker {name} starting", flush=True)
+
+    def say_ready() -> None:
+        print(f"hybrid worker {name} ready ({node.features.current.describe()})", flush=True)
+
+    await node.serve(stop, say_ready)
     counters = " ".join(f"{name}={value}" for name, value in node.counters.items())
-    print(f"hybrid worker {node.name.decode()} stopped: {counters}", flush=True)
+    print(f"hybrid worker {name} stopped: {counters}", flush=True)

@@ -28,6 +28,8 @@ MSGPACK = b"m"
 PICKLE = b"p"
 DEFAULT_MAX_ENTRY_BYTES = 1 << 20  # an entry larger than this is dead-lettered unread
 SIGNATURE_FIELD = b"s"
+HANDBACKS_FIELD = b"n"  # deliveries of the job's earlier entries (it was handed back)
+UNSIGNED_FIELDS = (SIGNATURE_FIELD, HANDBACKS_FIELD)
 
 Fields = dict[bytes, bytes]
 
@@ -51,15 +53,20 @@ class Job:
     reply_key: bytes
     timeout_s: float | None
     deadline_ns: int | None
-    handbacks: int
+    earlier_deliveries: int
     fields: Fields
 
 
 def sign(fields: Mapping[bytes, bytes], secret: bytes) -> bytes:
-    """HMAC-SHA256 of every field but the signature, in a canonical order."""
+    """HMAC-SHA256 of every field but the signature and the hand-back count, in order.
+
+    The hand-back count is written by the node that hands a job back, which may hold no
+    key; forging it can only get a job dead-lettered sooner, which anyone who can write
+    to the stream can do anyway (``XACK``, ``XDEL``).
+    """
     mac = hmac.new(secret, digestmod=hashlib.sha256)
     for name in sorted(fields):
-        if name != SIGNATURE_FIELD:
+        if name not in UNSIGNED_FIELDS:
             mac.update(len(name).to_bytes(4, "big") + name)
             mac.update(len(fields[name]).to_bytes(4, "big") + fields[name])
     return mac.hexdigest().encode()
@@ -88,7 +95,7 @@ def encode_job(
     secret: bytes | None,
     timeout_s: float | None,
     deadline_ns: int | None,
-    handbacks: int = 0,
+    earlier_deliveries: int = 0,
 ) -> Fields:
     """The stream fields of a job; pickle needs ``secret`` and is always signed."""
     fields: Fields = {
@@ -103,8 +110,8 @@ def encode_job(
         fields[b"t"] = repr(float(timeout_s)).encode()
     if deadline_ns is not None:
         fields[b"d"] = str(deadline_ns).encode()
-    if handbacks:
-        fields[b"n"] = str(handbacks).encode()
+    if earlier_deliveries:
+        fields[HANDBACKS_FIELD] = str(earlier_deliveries).encode()
     return with_signature(fields, codec, secret)
 
 
@@ -160,7 +167,7 @@ def _job_from(fields: Mapping[bytes, bytes], codec: bytes, reply_prefix: bytes) 
         reply_key=reply_key,
         timeout_s=None if timeout is None else float(timeout),
         deadline_ns=None if deadline is None else int(deadline),
-        handbacks=int(fields.get(b"n", b"0")),
+        earlier_deliveries=int(fields.get(HANDBACKS_FIELD, b"0")),
         fields=dict(fields),
     )
 

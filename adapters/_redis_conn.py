@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -35,9 +40,21 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-# Redis answering "no" to our credentials: never an outage to wait out. redis-py derives
-# these from its ConnectionError, so they must be caught before TRANSIENT_ERRORS.
-REFUSED_ERRORS: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError)
+# Redis answering "no" to our credentials, at login or (revoked mid-run) at any command:
+# never an outage to wait out. redis-py derives the first two from its ConnectionError and
+# NOPERM from ResponseError, so they must be caught before those.
+REFUSED_ERRORS: tuple[type[BaseException], ...] = (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+)
+
+
+def describe_refusal(exc: BaseException) -> str:
+    """The server's words: redis-py wraps an error inside a pipeline in the whole command."""
+    text = str(exc)
+    _, wrapped, inner = text.partition(" of pipeline caused error: ")
+    return inner.strip("(),'\"") if wrapped else text
 
 
 def is_loading(exc: BaseException) -> bool:

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -45,6 +45,7 @@ from ._redis_conn import (
 )
 from ._redis_dispatch import Dispatcher, InFlight, build_registry
 from ._redis_errors import JobRejected
+from ._redis_features import FeatureCache
 from ._redis_liveness import Detector, PeerTable, beat_value, redis_detector
 from ._redis_scripts import Scripts, taken_entries
 from ._redis_trim import safe_trim_id
@@ -103,6 +104,7 @@ class WorkerNode:
         )
         self._client = connect(config.url)
         self._scripts = Scripts(self._client)
+        self.features = FeatureCache()
         self._engine = hybrid.Engine(workers=config.workers)
         self._dispatcher = Dispatcher(self._engine, self.registry, self._job_done)
         make = config.detector_factory or redis_detector
@@ -117,23 +119,36 @@ class WorkerNode:
         self._reader: asyncio.Task[None] | None = None
         self._backoff = Backoff()
         self._said_waiting = False
+        self._refused: BaseException | None = None  # credentials revoked while running
+        self._refused_event = asyncio.Event()
 
     # Life cycle
 
-    async def serve(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, then drain: finish or hand back every held entry."""
+    async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until ``stop`` is set, then drain: finish or hand back every held entry.
+
+        ``on_ready`` is called once the node consumes: its local workers are up and its
+        group exists (not when Redis is still unreachable).
+
+        Raises:
+            redis.exceptions.AuthenticationError, NoPermissionError: Redis refused this
+                node's credentials, at first contact or later (revoked while it ran). The
+                node stops at once; its held entries go to other nodes when it is judged
+                dead.
+        """
         await self._engine.start()
         try:
             await retrying(self._first_contact, Backoff(), stop.is_set)
             if stop.is_set():
                 return
             log.info("node %s consuming %s", self.name.decode(), self.keys.jobs.decode())
-            self._reader = asyncio.create_task(self._read_loop())
-            self._loops = [
-                asyncio.create_task(self._finish_loop()),
-                asyncio.create_task(self._beat_loop()),
-            ]
-            await stop.wait()
+            self._reader = self._guarded(self._read_loop())
+            self._loops = [self._guarded(self._finish_loop()), self._guarded(self._beat_loop())]
+            if on_ready is not None:
+                on_ready()
+            await _first_of(stop, self._refused_event)
+            if self._refused is not None:
+                raise self._refused
             await self._drain()
         finally:
             self._closed = True
@@ -142,6 +157,18 @@ class WorkerNode:
             await asyncio.gather(*self._loops, return_exceptions=True)
             await self._engine.close(cancel=True)
             await self._client.aclose()
+
+    def _guarded(self, loop: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a loop; credentials refused inside it stop the whole node."""
+
+        async def run() -> None:
+            try:
+                await loop
+            except REFUSED_ERRORS as exc:
+                self._refused = self._refused or exc
+                self._refused_event.set()
+
+        return asyncio.create_task(run())
 
     async def _drain(self) -> None:
         self._stopping = True
@@ -163,7 +190,7 @@ class WorkerNode:
         ids = await self._own_pending_ids()
         if ids:
             handed = await self._scripts.hand_back(
-                keys=[self.keys.jobs], args=[GROUP, self.name, *ids]
+                keys=[self.keys.jobs], args=[GROUP, self.name, 0, self._ackdel(), *ids]
             )
             self.counters["handed_back"] += int(handed)
             log.info("handed back %d entries", handed)
@@ -178,6 +205,7 @@ class WorkerNode:
         """Create the group, saying once (not silently) that Redis is not there yet."""
         try:
             await self._ensure_group()
+            await self._refresh_features()
         except REFUSED_ERRORS:
             raise  # wrong credentials: not a Redis that is not up yet
         except TRANSIENT_ERRORS as exc:
@@ -185,6 +213,11 @@ class WorkerNode:
                 self._said_waiting = True
                 log.warning("waiting for Redis at %s: %s", self.config.url, exc)
             raise
+
+    async def _refresh_features(self) -> None:
+        """Ask the server what it can do, first and after each reconnect (it may differ)."""
+        if self.features.stale:
+            log.info("%s", (await self.features.refresh(self._client)).describe())
 
     async def _ensure_group(self) -> None:
         try:
@@ -211,7 +244,10 @@ class WorkerNode:
                     count=min(room, READ_BATCH),
                     block=READ_BLOCK_MS,
                 )
+            except REFUSED_ERRORS:
+                raise
             except TRANSIENT_ERRORS:
+                self.features.invalidate()
                 await self._backoff.wait()
                 continue
             except ResponseError as exc:
@@ -250,19 +286,27 @@ class WorkerNode:
     def _check(
         self, entry_id: bytes, fields: Fields | None, deliveries: int, now_s: float
     ) -> InFlight:
-        if deliveries > self.config.max_deliveries:
-            raise Rejected(
-                f"delivered {deliveries} times (max_deliveries={self.config.max_deliveries})"
-            )
+        self._check_deliveries(deliveries)
         job = decode_job(
             fields,
             secret=self.config.secret,
             max_entry_bytes=self.config.max_entry_bytes,
             reply_prefix=self.keys.reply_prefix,
         )
+        self._check_deliveries(deliveries + job.earlier_deliveries)
         if job.fn_name not in self.registry:
             raise Rejected(f"unknown task {job.fn_name!r} (not in the modules this node imported)")
         return InFlight(entry_id, job, now_s)
+
+    def _check_deliveries(self, deliveries: int) -> None:
+        if deliveries > self.config.max_deliveries:
+            raise Rejected(
+                f"delivered {deliveries} times (max_deliveries={self.config.max_deliveries})"
+            )
+
+    def _ackdel(self) -> bytes:
+        """The scripts' flag: acknowledge with XACKDEL ... ACKED (Redis 8.2+)."""
+        return b"1" if self.features.current.ackdel else b""
 
     async def _dead_letter(self, rejected: list[tuple[bytes, Fields | None, str]]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -277,8 +321,10 @@ class WorkerNode:
                 if sum(len(k) + len(v) for k, v in copy.items()) <= self.config.max_entry_bytes:
                     letter.update(copy)
                 pipe.xadd(self.keys.dead, letter, maxlen=DEAD_LETTER_MAX_LEN, approximate=True)
-                pipe.xack(self.keys.jobs, GROUP, entry_id)
                 self._tell_client(pipe, copy, reason)
+            ids = [entry_id for entry_id, _, _ in rejected]
+            args = [GROUP, b"", b"", self._ackdel(), *ids]
+            await self._scripts.ack_all(keys=[self.keys.jobs], args=args, client=pipe)
             await pipe.execute()
         self.counters["dead_lettered"] += len(rejected)
 
@@ -307,6 +353,8 @@ class WorkerNode:
                 batch = self._finished[:FINISH_BATCH]
                 try:
                     await retrying(partial(self._store, batch), self._backoff, self._is_closed)
+                except REFUSED_ERRORS:
+                    raise
                 except ResponseError as exc:
                     # The entries stay pending unrenewed: past the lease they run again.
                     log.error("could not store %d results: %s", len(batch), exc)
@@ -316,7 +364,7 @@ class WorkerNode:
                 self._room.set()
 
     async def _store(self, batch: list[InFlight]) -> None:
-        args: list[bytes | str | int] = [GROUP, self.name, REPLY_TTL_MS]
+        args: list[bytes | str | int] = [GROUP, self.name, REPLY_TTL_MS, self._ackdel()]
         for item in batch:
             fields = encode_result(
                 item.job.job_id, item.outcomes, item.job.codec, self.config.secret
@@ -342,6 +390,7 @@ class WorkerNode:
             last_started, recheck = started, False
             try:
                 await self._beat()
+                await self._refresh_features()
                 await self._renew_leases(everything=stalled)
                 await self._judge_peers()
                 if started >= next_orphan_check:
@@ -350,16 +399,23 @@ class WorkerNode:
                 if started >= next_trim:
                     next_trim = started + TRIM_INTERVAL_S
                     await self._trim()
+            except REFUSED_ERRORS:
+                raise
             except TRANSIENT_ERRORS:
                 log.debug("Redis unreachable; the node keeps trying")
                 recheck = True
+                self.features.invalidate()
             except ResponseError as exc:
                 log.debug("beat step failed: %s", exc)
             await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
 
     async def _beat(self) -> None:
         value = beat_value(time.time_ns(), self.config.beat_interval_s, "node")
-        await self._client.hset(self.keys.beats, self.name, msgpack.packb(value))
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.beats, self.name, msgpack.packb(value))
+            pipe.info("server")
+            _, info = await pipe.execute()
+        self.features.saw_run_id(str(info.get("run_id", "")))
 
     async def _renew_leases(self, everything: bool = False) -> None:
         now_s = time.monotonic()
@@ -431,6 +487,19 @@ class WorkerNode:
             await self._accept(taken)
 
     async def _trim(self) -> None:
+        """Drop entries every group has acknowledged; nothing unprocessed is ever dropped."""
+        if self.features.current.ackdel:
+            await self._scripts.trim_acked(keys=[self.keys.jobs])
+            return
         min_id = await safe_trim_id(self._client, self.keys.jobs)
         if min_id is not None:
             await self._client.xtrim(self.keys.jobs, minid=min_id, approximate=False)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -3,6 +3,11 @@
 ``XACK`` and ``XCLAIM`` act whoever holds an entry; these scripts first look the owner up
 with ``XPENDING``, so a node that lost its lease (it was paused, or Redis restarted) never
 stores a second result, steals an entry back or hands back work that is no longer its.
+
+Scripts that acknowledge take an ``ackdel`` flag (``'1'`` on Redis 8.2+): the entry is
+then acknowledged with ``XACKDEL ... ACKED``, deleted as soon as every group is done
+with it; ``XACK`` otherwise, and also when ``XACKDEL`` fails (the server was replaced by
+an older one since its features were detected).
 """
 
 from __future__ import annotations
@@ -11,13 +16,30 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+# ack(id) for the scripts that acknowledge: KEYS[1] jobs, ARGV[1] group, ARGV[4] ackdel.
+ACK = """
+local function ack(id)
+  if ARGV[4] == '1' and pcall(redis.call, 'XACKDEL', KEYS[1], ARGV[1], 'ACKED', 'IDS', 1, id) then
+    return
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+end
+"""
+
+# Acknowledge entries whatever their owner (dead-lettered ones). KEYS[1] jobs;
+# ARGV: group, unused, unused, ackdel, ids.
+ACK_ALL = """
+for i = 5, #ARGV do ack(ARGV[i]) end
+return #ARGV - 4
+"""
+
 # Store each result in its reply stream and ack its job, only while this node owns it.
-# KEYS[1] jobs; ARGV: group, me, reply_ttl_ms, then per result:
+# KEYS[1] jobs; ARGV: group, me, reply_ttl_ms, ackdel, then per result:
 # entry id, reply key, job id, codec, outcomes, signature ('' when unsigned).
 FINISH = """
 local jobs, group, me, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local lost = 0
-for i = 4, #ARGV, 6 do
+for i = 5, #ARGV, 6 do
   local id, reply = ARGV[i], ARGV[i + 1]
   local ok, p = pcall(redis.call, 'XPENDING', jobs, group, id, id, 1)
   if ok and p[1] and p[1][2] == me then
@@ -30,7 +52,7 @@ for i = 4, #ARGV, 6 do
         'c', ARGV[i + 3], 'o', ARGV[i + 4], 's', ARGV[i + 5])
     end
     if added and redis.call('PTTL', reply) < 0 then redis.call('PEXPIRE', reply, ttl) end
-    redis.call('XACK', jobs, group, id)
+    ack(id)
   else
     lost = lost + 1
   end
@@ -91,22 +113,63 @@ return taken
 """
 
 # Put entries back on the stream as new ones (so any node reads them at once) and ack the
-# old ones, for entries this node still owns. KEYS[1] jobs; ARGV: group, me, ids.
+# old ones, for entries this node still owns. The copy's field 'n' adds the old entry's
+# deliveries to those of its own earlier lives: a hand-back counts as a delivery.
+# KEYS[1] jobs; ARGV: group, me, unused, ackdel, ids.
 HAND_BACK = """
 local jobs, group, me = KEYS[1], ARGV[1], ARGV[2]
 local handed = 0
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   local p = redis.call('XPENDING', jobs, group, ARGV[i], ARGV[i], 1)
   if p[1] and p[1][2] == me then
     local e = redis.call('XRANGE', jobs, ARGV[i], ARGV[i])
     if e[1] then
-      redis.call('XADD', jobs, '*', unpack(e[1][2]))
+      local fields, earlier = {}, 0
+      for k = 1, #e[1][2], 2 do
+        if e[1][2][k] == 'n' then
+          earlier = tonumber(e[1][2][k + 1]) or 0
+        else
+          table.insert(fields, e[1][2][k])
+          table.insert(fields, e[1][2][k + 1])
+        end
+      end
+      table.insert(fields, 'n')
+      table.insert(fields, tostring(earlier + p[1][4]))
+      redis.call('XADD', jobs, '*', unpack(fields))
       handed = handed + 1
     end
-    redis.call('XACK', jobs, group, ARGV[i])
+    ack(ARGV[i])
   end
 end
 return handed
+"""
+
+# Drop every entry all groups have acknowledged (Redis 8.2), but only while a group
+# exists: with none, XTRIM ... ACKED counts every entry as acknowledged and drops all.
+# Only entries every group has been delivered are looked at (MINID just past the lowest
+# last-delivered id): a backlog nobody has read yet costs the scan nothing.
+# KEYS[1] jobs. Returns the entries dropped, or -1 when the stream or its groups are gone.
+TRIM_ACKED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return -1 end
+local low_ms, low_seq, low_id
+for _, group in ipairs(groups) do
+  for k = 1, #group, 2 do
+    if group[k] == 'last-delivered-id' then
+      local ms, seq = string.match(group[k + 1], '^(%d+)-(%d+)$')
+      ms, seq = tonumber(ms), tonumber(seq)
+      if low_ms == nil or ms < low_ms or (ms == low_ms and seq < low_seq) then
+        low_ms, low_seq, low_id = ms, seq, group[k + 1]
+      end
+    end
+  end
+end
+local below = low_id
+if low_seq < 2^53 then  -- exact in a Lua number: step just past the last delivered entry
+  below = string.match(low_id, '^(%d+)-') .. '-' .. string.format('%.0f', low_seq + 1)
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '=', below, 'ACKED')
 """
 
 
@@ -114,11 +177,13 @@ class Scripts:
     """The scripts registered on one client (EVALSHA, loaded again after a restart)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self.finish = client.register_script(FINISH)
+        self.ack_all = client.register_script(ACK + ACK_ALL)
+        self.finish = client.register_script(ACK + FINISH)
         self.renew = client.register_script(RENEW)
         self.claim_from = client.register_script(CLAIM_FROM)
         self.autoclaim = client.register_script(AUTOCLAIM)
-        self.hand_back = client.register_script(HAND_BACK)
+        self.hand_back = client.register_script(ACK + HAND_BACK)
+        self.trim_acked = client.register_script(TRIM_ACKED)
 
 
 def taken_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes] | None, int]]:

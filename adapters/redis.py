@@ -3,7 +3,9 @@
 Clients submit jobs to ``{prefix}:jobs``; nodes read it with one consumer group, run each
 job on their own local :class:`hybrid.Engine`, store the result on the client's reply
 stream and acknowledge the entry in one atomic step. Nodes heartbeat; a node judged dead
-has its pending entries claimed at once by a live one. Needs ``pip install 'hybrid[redis]'``.
+has its pending entries claimed at once by a live one. Works with Redis 7.0 and later; on
+Redis 8.2+ a finished entry is acknowledged and deleted in one step (``XACKDEL ... ACKED``),
+so the job stream holds only live work. Needs ``pip install 'hybrid[redis]'``.
 
 Example::
 
@@ -11,6 +13,9 @@ Example::
         total = await engine.run(myapp.tasks.add, 1, 2)
 
 and on each host: ``hybrid worker --redis redis://... --import myapp.tasks``.
+
+:class:`RedisCache` keeps results of ``hybrid.Engine.run(fn, *args, cache=...)`` in Redis,
+shared by every process and host (TTL, LRU bound, identical calls computed once).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"adapters.redis needs {exc.name}: install it with pip install 'hybrid[redis]'"
     ) from exc
 
+from ._redis_cache import RedisCache
 from ._redis_cli import worker_command
 from ._redis_client import RedisEngine
 from ._redis_dispatch import build_registry, task_name
@@ -35,6 +41,7 @@ __all__ = [
     "Detector",
     "JobRejected",
     "NodeConfig",
+    "RedisCache",
     "RedisEngine",
     "RedisStreamTransport",
     "WorkerNode",

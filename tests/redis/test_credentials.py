@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
+import redis
 from redis.exceptions import AuthenticationError
 
 from adapters.redis import RedisEngine
@@ -80,3 +82,42 @@ def test_a_worker_node_with_a_wrong_password_exits_with_one_clear_line(
     assert result.returncode == 2
     assert "Redis refused the credentials in --redis" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+REVOCATIONS = {
+    # What an administrator does, then kicks the user's open connections (Redis keeps
+    # those logged in otherwise).
+    "password changed": [["ACL", "SETUSER", ACL_USER, "resetpass", ">new password"]],
+    "user disabled": [["ACL", "SETUSER", ACL_USER, "off"]],
+    # Takes effect on the open connections at once: NOPERM on the next command.
+    "permissions revoked": [["ACL", "SETUSER", ACL_USER, "-@all"]],
+}
+
+
+@pytest.mark.parametrize("revocation", list(REVOCATIONS))
+async def test_credentials_revoked_while_a_node_runs_stop_it_with_one_clear_line(
+    acl_redis: PrivateRedis, prefix: str, start_node: Callable[..., Node], revocation: str
+) -> None:
+    # Regression: a node whose credentials were revoked retried as if Redis were down,
+    # forever and silently, instead of saying so and exiting.
+    url = acl_url(acl_redis, ACL_PASSWORD)
+    node = start_node(url=url)
+    async with RedisEngine(url, prefix=prefix) as engine:
+        assert await engine.run(tasks.add, 2, 3) == 5
+    # The app user may run ACL itself (+@all); a second admin acts after it is revoked.
+    revoke = [["ACL", "SETUSER", "admin", "on", ">admin", "~*", "+@all"]]
+    revoke += REVOCATIONS[revocation]
+    if revocation != "permissions revoked":
+        revoke.append(["CLIENT", "KILL", "USER", ACL_USER])
+    for user, password, command in [
+        (ACL_USER, ACL_PASSWORD, revoke[0]),
+        *(("admin", "admin", command) for command in revoke[1:]),
+    ]:
+        with redis.Redis(port=acl_redis.port, username=user, password=password) as admin:
+            admin.execute_command(*command)
+    assert node.process.wait(30) == 2
+    refused = [line for line in node.text().splitlines() if "refused" in line]
+    assert len(refused) == 1, node.text()
+    assert refused[0].startswith("hybrid worker: Redis refused the credentials in --redis: ")
+    assert re.search(r"(user is disabled\.|no permissions to run the '\w+' command)$", refused[0])
+    assert "Traceback" not in node.text()

@@ -8,11 +8,12 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.redis import RedisEngine
+from adapters.redis import JobRejected, RedisEngine
 
 from . import tasks
 from .conftest import Node, PrivateRedis, wait_until
@@ -55,14 +56,15 @@ async def holder_of_pending(url: str, prefix: str, nodes: list[Node]) -> Node:
 
 
 async def test_kill_9_of_a_node_mid_batch_loses_nothing(
-    redis_url: str, prefix: str, start_node: Callable[..., Node], tmp_path: Path
+    each_redis: PrivateRedis, prefix: str, start_node: Callable[..., Node], tmp_path: Path
 ) -> None:
-    nodes = [start_node(), start_node()]
+    url = each_redis.url  # 7.0 and 8.2: claimed entries are acked with XACK or XACKDEL
+    nodes = [start_node(url=url), start_node(url=url)]
     path, jobs = tmp_path / "runs.txt", 40
-    async with RedisEngine(redis_url, prefix=prefix) as engine:
+    async with RedisEngine(url, prefix=prefix) as engine:
         results = await submit(engine, path, jobs, 0.1)
         await wait_until(lambda: sum(executions(path).values()) >= 5)
-        victim = await holder_of_pending(redis_url, prefix, nodes)
+        victim = await holder_of_pending(url, prefix, nodes)
         victim.signal_group(signal.SIGKILL)
         assert await asyncio.wait_for(results, RESULT_WAIT_S) == list(range(jobs))
         runs = executions(path)
@@ -111,15 +113,16 @@ async def test_redis_restarted_mid_run_loses_nothing(
 async def test_a_node_started_before_redis_serves_once_it_is_up(
     private_redis: PrivateRedis, start_node: Callable[..., Node], tmp_path: Path
 ) -> None:
-    node = start_node(url=private_redis.url)
-    await asyncio.sleep(1.0)
+    node = start_node(url=private_redis.url, wait=False)
+    await wait_until(lambda: "waiting for Redis at" in node.text())  # it says why it idles
     assert node.process.poll() is None
-    assert "waiting for Redis at" in node.text()  # it says why it is idle, once
+    assert "ready" not in node.text()  # "ready" means consuming
     private_redis.start()
     async with RedisEngine(private_redis.url, prefix=start_node.__self__.prefix) as engine:  # type: ignore[attr-defined]
         assert await asyncio.wait_for(
             engine.run_batch(tasks.add, [(i, i) for i in range(10)]), RESULT_WAIT_S
         ) == [2 * i for i in range(10)]
+    assert "ready" in node.text()
     assert node.stop() == 0
 
 
@@ -168,3 +171,26 @@ async def test_sigterm_drain_hands_back_what_it_cannot_finish(
         assert engine.stats()["duplicate_results"] == 0
         report("SIGTERM hand-back", engine, executions(path), jobs)
     assert leaving.counters()["handed_back"] >= 1
+
+
+async def test_a_handed_back_job_counts_a_delivery(
+    each_redis: PrivateRedis, prefix: str, start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    # Regression: the copy a draining node put back started at one delivery again, so a
+    # job that kept outliving every node's drain was never dead-lettered.
+    leaving = start_node("--drain-timeout", "0.1", url=each_redis.url)
+    path = tmp_path / "runs.txt"
+    admin = aioredis.Redis.from_url(each_redis.url)
+    async with RedisEngine(each_redis.url, prefix=prefix) as engine:
+        result = asyncio.ensure_future(engine.run(tasks.record, str(path), 1, 3.0))
+        await wait_until(lambda: sum(executions(path).values()) >= 1)
+        leaving.process.terminate()
+        assert leaving.process.wait(30) == 0
+        assert leaving.counters()["handed_back"] == 1
+        newest: Any = await admin.xrevrange(f"{{{prefix}}}:jobs", count=1)
+        ((_, copy),) = newest
+        assert copy[b"n"] == b"1"  # its first entry's one delivery
+        start_node("--max-deliveries", "1", url=each_redis.url)
+        with pytest.raises(JobRejected, match=r"delivered 2 times \(max_deliveries=1\)"):
+            await asyncio.wait_for(result, RESULT_WAIT_S)
+    await admin.aclose()
