@@ -28,7 +28,6 @@ task is dropped; a running one's worker is killed and replaced).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
@@ -37,7 +36,7 @@ from aiohttp import web
 
 import hybrid
 from hybrid.lag import LoopLagWatch
-from hybrid.logs import LogForwarding, call_with_task_id, install_worker_logging
+from hybrid.logs import call_with_task_id
 
 if TYPE_CHECKING:
     from .prometheus import EngineMetrics
@@ -98,15 +97,13 @@ def setup(
             extra: ``pip install 'hybrid[metrics]'``).
         watch_lag: measure the loop's lag and warn when something blocks it.
         forward_logs: send workers' log records to this process's loggers, in every
-            pool (it uses the pools' ``initializer``; it cannot be combined with one).
+            pool, tagged with ``worker_pid`` and ``task_id`` (``Engine(forward_logs=True)``).
         engine_options: passed to :class:`hybrid.Engine` (``workers``, ``max_queued``,
             ``pools``, ``nice``, ...).
 
     The engine is ``app[ENGINE_KEY]`` once the app has started; closing waits for
     running tasks to finish.
     """
-    if forward_logs and _initializers(engine_options):
-        raise ValueError("forward_logs uses the pools' initializer; pass one or the other")
     if metrics:
         from . import prometheus  # noqa: F401  (fail now, naming the extra, if it is missing)
 
@@ -116,28 +113,6 @@ def setup(
     )
 
 
-def _initializers(engine_options: dict[str, Any]) -> list[object]:
-    specs: dict[str, hybrid.PoolSpec] = engine_options.get("pools") or {}
-    found = [spec.initializer for spec in specs.values()]
-    return [init for init in (engine_options.get("initializer"), *found) if init is not None]
-
-
-def _with_log_forwarding(
-    engine_options: dict[str, Any], forwarding: LogForwarding
-) -> dict[str, Any]:
-    """The engine options with every pool's workers sending their records to ``forwarding``."""
-    logging_init: dict[str, Any] = {
-        "initializer": install_worker_logging,
-        "initargs": forwarding.initargs,
-    }
-    specs: dict[str, hybrid.PoolSpec] = engine_options.get("pools") or {}
-    return {
-        **engine_options,
-        **logging_init,
-        "pools": {name: dataclasses.replace(spec, **logging_init) for name, spec in specs.items()},
-    }
-
-
 async def _engine_life(
     app: web.Application,
     metrics: bool,
@@ -145,12 +120,8 @@ async def _engine_life(
     forward_logs: bool,
     engine_options: dict[str, Any],
 ) -> AsyncIterator[None]:
-    forwarding = LogForwarding() if forward_logs else None
-    if forwarding is not None:
-        forwarding.start()
-        engine_options = _with_log_forwarding(engine_options, forwarding)
     watch = LoopLagWatch() if watch_lag else None
-    engine = hybrid.Engine(**engine_options)
+    engine = hybrid.Engine(**engine_options, forward_logs=forward_logs)
     try:
         await engine.start()
         app[ENGINE_KEY] = engine
@@ -168,8 +139,6 @@ async def _engine_life(
         await engine.close()
         if watch is not None:
             await watch.stop()
-        if forwarding is not None:
-            await asyncio.to_thread(forwarding.stop)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -179,6 +148,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     metrics = request.app.get(METRICS_KEY)
     if metrics is None:
         raise web.HTTPServiceUnavailable(text="the engine has not started")
+    await metrics.refresh()
     response = web.Response(body=metrics.render())
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
@@ -190,6 +160,14 @@ def get_engine(app: web.Application) -> hybrid.Engine:
     if engine is None:
         raise hybrid.EngineClosed("the app has not started (or aiohttp_web.setup was not called)")
     return engine
+
+
+def get_metrics(app: web.Application) -> EngineMetrics:
+    """The app's metrics, to add peers or a Redis cluster; needs ``setup(..., metrics=True)``."""
+    metrics = app.get(METRICS_KEY)
+    if metrics is None:
+        raise LookupError("the app has not started, or was set up without metrics=True")
+    return metrics
 
 
 async def offload(

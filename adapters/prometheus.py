@@ -30,17 +30,35 @@ hybrid_loop_lag_max_seconds                gauge      (largest in the watch's wi
 hybrid_loop_stalls_total                   counter    (lags past the warning threshold)
 hybrid_metrics_start_time_seconds          gauge      (unix time)
 =========================================  =========  ======================================
+
+Messaging peers (:meth:`EngineMetrics.watch_peers`, labels ``endpoint, peer``):
+``hybrid_peer_transit_seconds`` (gauge, by ``quantile``), ``hybrid_peer_transit_smoothed_seconds``,
+``hybrid_peer_clock_offset_seconds``, ``hybrid_peer_round_trip_seconds``,
+``hybrid_peer_heartbeat_interval_seconds``, ``hybrid_peer_{suspect,dead}_margin_seconds``,
+``hybrid_peer_state`` (a state set: alive, suspect, dead) and the counters
+``hybrid_peer_{messages,pauses,resurrections}_total``.
+
+Redis scale-out (:meth:`EngineMetrics.watch_redis`, label ``prefix``): the gauges
+``hybrid_redis_{stream_entries,pending,pending_redelivered,group_lag,consumers,dead_letters}``
+and ``hybrid_redis_consumer_pending`` (by ``consumer``); per local node (label ``node``)
+``hybrid_redis_redeliveries_total``, ``hybrid_redis_dead_lettered_total``,
+``hybrid_redis_node_{jobs_received,jobs_completed,leases_lost,handed_back}_total``; per
+local client (label ``client``) ``hybrid_redis_client_{jobs_submitted,results,...}_total``
+and ``hybrid_redis_client_jobs_outstanding``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hybrid
 from hybrid.lag import LoopLagWatch
+from hybrid.messaging import Endpoint
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -52,6 +70,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "adapters.prometheus needs prometheus_client: pip install 'hybrid[metrics]'",
         name=exc.name,
     ) from exc
+
+from ._prometheus_peers import PeerCollector
+
+if TYPE_CHECKING:
+    from ._prometheus_redis import RedisCollector
+    from .redis import RedisEngine, WorkerNode
 
 OUTCOMES = ("completed", "failed", "crashed", "timed_out", "cancelled", "rejected")
 # Buckets in seconds: from a queue hop (1 ms) to work that should have a timeout (1 min).
@@ -109,6 +133,40 @@ class EngineMetrics:
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(engine, lag_watch))
+        self._peers: PeerCollector | None = None
+        self._refreshes: list[Callable[[], Awaitable[None]]] = []
+
+    def watch_peers(self, endpoint: Endpoint) -> None:
+        """Export the clock, heartbeat and detector figures of ``endpoint``'s peers."""
+        if self._peers is None:
+            self._peers = PeerCollector()
+            self.registry.register(self._peers)
+        self._peers.add(endpoint)
+
+    def watch_redis(
+        self,
+        url: str,
+        prefix: str = "hybrid",
+        *,
+        nodes: tuple[WorkerNode, ...] = (),
+        clients: tuple[RedisEngine, ...] = (),
+    ) -> RedisCollector:
+        """Export a Redis cluster's stream figures and the counters of local nodes/clients.
+
+        Stream figures are read from Redis in :meth:`refresh`. Close the returned
+        collector with ``await collector.aclose()`` (it holds a connection).
+        """
+        from ._prometheus_redis import RedisCollector
+
+        collector = RedisCollector(url, prefix, nodes=nodes, clients=clients)
+        self.registry.register(collector)
+        self._refreshes.append(collector.refresh)
+        return collector
+
+    async def refresh(self) -> None:
+        """Read the figures that need I/O (Redis); the ``/metrics`` handler awaits this."""
+        if self._refreshes:
+            await asyncio.gather(*(refresh() for refresh in self._refreshes))
 
     def task_submitted(self, function: str, pool: str) -> None:
         self._submitted.labels(pool, function).inc()

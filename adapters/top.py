@@ -73,7 +73,11 @@ def scrape(url: str) -> Scrape:
 def render(now: Scrape, before: Scrape | None, url: str) -> Group:
     """The whole view: a summary line, the workers, the task functions and the peers."""
     return Group(
-        _summary(now, before, url), _workers_table(now), _functions_table(now), _peers(now)
+        _summary(now, before, url),
+        _workers_table(now),
+        _functions_table(now),
+        _peers(now),
+        _redis(now),
     )
 
 
@@ -142,16 +146,56 @@ def _functions_table(now: Scrape) -> Table:
     return table
 
 
-def _peers(now: Scrape) -> Text:
-    peers = sorted(
-        {
-            dict(labels).get("peer", "")
-            for name, samples in now.values.items()
-            if name.startswith("hybrid_peer_")
-            for labels in samples
-        }
+def _peers(now: Scrape) -> Table | Text:
+    states = now.values.get("hybrid_peer_state", {})
+    pairs = sorted({(dict(labels)["endpoint"], dict(labels)["peer"]) for labels in states})
+    if not pairs:
+        return Text("peers: none reported")
+    table = Table(title="peers", title_justify="left")
+    for column in ("endpoint", "peer", "state", "transit p99", "offset", "beat every", "messages"):
+        table.add_column(column, justify="right")
+    for endpoint, peer in pairs:
+        table.add_row(
+            endpoint,
+            peer,
+            _peer_state(states, endpoint, peer),
+            _ms(_peer_value(now, "hybrid_peer_transit_seconds", endpoint, peer, quantile="0.99")),
+            _ms(_peer_value(now, "hybrid_peer_clock_offset_seconds", endpoint, peer)),
+            _ms(_peer_value(now, "hybrid_peer_heartbeat_interval_seconds", endpoint, peer)),
+            f"{_peer_value(now, 'hybrid_peer_messages_total', endpoint, peer) or 0:.0f}",
+        )
+    return table
+
+
+def _peer_state(states: dict[Labels, float], endpoint: str, peer: str) -> str:
+    for labels, value in states.items():
+        found = dict(labels)
+        if value and (found["endpoint"], found["peer"]) == (endpoint, peer):
+            return found.get("hybrid_peer_state", "?")
+    return "?"
+
+
+def _peer_value(now: Scrape, name: str, endpoint: str, peer: str, **extra: str) -> float | None:
+    wanted = {"endpoint": endpoint, "peer": peer, **extra}
+    for labels, value in now.values.get(name, {}).items():
+        if dict(labels) == wanted:
+            return value
+    return None
+
+
+def _redis(now: Scrape) -> Text:
+    pending = now.by("hybrid_redis_pending", "prefix")
+    if not pending:
+        return Text("")
+    dead = now.by("hybrid_redis_dead_letters", "prefix")
+    redelivered = now.by("hybrid_redis_redeliveries_total", "prefix")
+    return Text(
+        "\n".join(
+            f"redis {prefix}: {count:.0f} pending, {redelivered.get(prefix, 0):.0f} "
+            f"redelivered here, {dead.get(prefix, 0):.0f} dead letters"
+            for prefix, count in sorted(pending.items())
+        )
     )
-    return Text(f"peers: {', '.join(peers) if peers else 'none reported'}")
 
 
 def _mean_ms(now: Scrape, histogram: str, function: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import hybrid
 from adapters import aiohttp_web
+from hybrid.messaging import Endpoint, InMemoryNetwork
 from tests import tasks
 from tests.helpers import wait_for_full_strength
 from tests.ops.conftest import Serve
@@ -102,7 +104,7 @@ async def test_metrics_are_scraped_and_parsed_after_load(
 
 
 async def test_the_grafana_dashboard_charts_only_metrics_that_exist(
-    serve: Serve, http: aiohttp.ClientSession
+    serve: Serve, http: aiohttp.ClientSession, redis_url: str
 ) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
@@ -110,8 +112,14 @@ async def test_the_grafana_dashboard_charts_only_metrics_that_exist(
     app = web.Application()
     aiohttp_web.setup(app, workers=1, metrics=True)
     server = await serve(app)
-    async with http.get(server.make_url("/metrics")) as response:
-        families = list(text_string_to_metric_families(await response.text()))
+    metrics = aiohttp_web.get_metrics(app)
+    metrics.watch_peers(Endpoint(InMemoryNetwork().connect("a")))
+    collector = metrics.watch_redis(redis_url, prefix=f"test-dashboard-{uuid.uuid4().hex[:8]}")
+    try:
+        async with http.get(server.make_url("/metrics")) as response:
+            families = list(text_string_to_metric_families(await response.text()))
+    finally:
+        await collector.aclose()
     exported = {
         family.name + suffix
         for family in families

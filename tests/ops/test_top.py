@@ -12,8 +12,11 @@ from aiohttp import web
 import hybrid
 from adapters import aiohttp_web
 from adapters.top import top_command
+from hybrid.messaging import DetectorConfig, Endpoint, InMemoryNetwork
 from tests.ops.conftest import Serve
 from tests.ops.test_metrics import square_route
+
+FAST = DetectorConfig(min_interval_s=0.02, max_beats_per_s=50.0, initial_allowance_s=1.0)
 
 
 async def test_top_once_shows_the_engines_workers_and_counts(
@@ -45,3 +48,28 @@ def test_top_says_when_it_cannot_read_the_endpoint(capsys: pytest.CaptureFixture
         port = probe.getsockname()[1]
     assert top_command([f"http://127.0.0.1:{port}/metrics", "--once"]) == 1
     assert "cannot read" in capsys.readouterr().out
+
+
+async def test_top_once_shows_messaging_peers_with_their_state_and_timing(
+    serve: Serve, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = web.Application()
+    aiohttp_web.setup(app, workers=1, metrics=True)
+    server = await serve(app)
+    network = InMemoryNetwork()
+    async with (
+        Endpoint(network.connect("edge"), config=FAST) as edge,
+        Endpoint(network.connect("core"), config=FAST) as core,
+    ):
+        aiohttp_web.get_metrics(app).watch_peers(edge)
+        edge.add_peer("core")
+        async with asyncio.timeout(10):
+            while edge.detector("core").observations < 3 or core.detector("edge").observations < 1:
+                await asyncio.sleep(0.02)
+        url = str(server.make_url("/metrics"))
+        status = await asyncio.to_thread(top_command, [url, "--once", "--interval", "0.1"])
+    assert status == 0
+    shown = capsys.readouterr().out
+    row = next(line for line in shown.splitlines() if "edge" in line and "core" in line)
+    assert "alive" in row
+    assert "0.0 ms" in row  # same host: no clock offset

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -27,6 +28,13 @@ async def sleep_route(request: web.Request) -> web.Response:
     return web.json_response(await aiohttp_web.offload(request, tasks.sleep_and_pid, seconds))
 
 
+async def marked_sleep_route(request: web.Request) -> web.Response:
+    path, seconds = request.query["path"], float(request.query["s"])
+    return web.json_response(
+        await aiohttp_web.offload(request, worker_tasks.mark_then_sleep, path, seconds)
+    )
+
+
 async def crash_route(request: web.Request) -> web.Response:
     await aiohttp_web.offload(request, tasks.exit_now, 3)
     return web.Response(text="unreachable")
@@ -48,6 +56,7 @@ def make_app(**options: object) -> web.Application:
     aiohttp_web.setup(app, **options)  # type: ignore[arg-type]
     app.router.add_get("/pid", pid_route)
     app.router.add_get("/sleep", sleep_route)
+    app.router.add_get("/marked-sleep", marked_sleep_route)
     app.router.add_get("/crash", crash_route)
     app.router.add_get("/timeout", timeout_route)
     app.router.add_get("/log", log_route)
@@ -115,16 +124,19 @@ async def test_a_full_queue_answers_503_with_retry_after(
 
 @pytest.mark.parametrize("handler_cancellation", [False, True])
 async def test_client_disconnect_cancels_the_task_and_frees_its_worker(
-    serve: Serve, http: aiohttp.ClientSession, handler_cancellation: bool
+    serve: Serve, http: aiohttp.ClientSession, handler_cancellation: bool, tmp_path: Path
 ) -> None:
     """Whether aiohttp cancels the handler itself (handler_cancellation) or not."""
     app = make_app(workers=1)
     server = await serve(app, handler_cancellation=handler_cancellation)
     engine = aiohttp_web.get_engine(app)
     (busy_pid,) = worker_pids(engine)
-    request = asyncio.ensure_future(http.get(server.make_url("/sleep"), params={"s": "60"}))
+    started = tmp_path / "started"
+    params = {"path": str(started), "s": "60"}
+    request = asyncio.ensure_future(http.get(server.make_url("/marked-sleep"), params=params))
+    # Wait until the call runs: one cancelled before it starts is skipped, its worker kept.
     async with asyncio.timeout(10):
-        while engine.stats().busy < 1:
+        while not started.exists():
             await asyncio.sleep(0.01)
     request.cancel()  # the client gives up: aiohttp closes its connection
     await wait_until_gone([busy_pid])
@@ -140,9 +152,18 @@ async def test_client_disconnect_cancels_the_task_and_frees_its_worker(
 async def test_forwarded_worker_logs_carry_the_requests_task_id(
     serve: Serve, http: aiohttp.ClientSession, collected: Collect
 ) -> None:
-    app = make_app(workers=1, forward_logs=True, pools={"side": hybrid.PoolSpec(workers=1)})
+    app = make_app(
+        workers=1,
+        forward_logs=True,
+        pools={"side": hybrid.PoolSpec(workers=1)},
+        initializer=tasks.remember_init,  # the app's own initializer still runs
+        initargs=("app",),
+    )
     server = await serve(app)
     async with http.get(server.make_url("/log"), params={"id": "req-1"}) as response:
         pid = await response.json()
+    assert [value for value, _ in await aiohttp_web.get_engine(app).run(tasks.initialized)] == [
+        "app"
+    ]
     await wait_for_records(collected, 2)
     assert [(r.task_id, r.worker_pid) for r in collected.records] == [("req-1", pid)] * 2  # type: ignore[attr-defined]
