@@ -34,6 +34,7 @@ from hybrid.fetching import FetchResult
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 READ_CHUNK_BYTES = 64 * 1024
+CONTENT_ENCODING = "Content-Encoding"
 LATENCY_SMOOTHING = 0.3  # weight of the newest sample in the per-host latency average
 
 
@@ -127,6 +128,7 @@ class AiohttpFetcher:
             ),
         )
         self._hosts: dict[str, _Host] = {}
+        self._host_of_origin: dict[str, _Host] = {}  # "scheme://netloc" -> its host
         self._target = opts.target_concurrency or float(opts.per_host)
 
     async def __aenter__(self) -> AiohttpFetcher:
@@ -194,11 +196,15 @@ class AiohttpFetcher:
         return backoff_s * random.uniform(0.5, 1.5)
 
     async def _request_paced(self, url: str) -> _Reply:
-        try:
-            parts = urlsplit(url)
-            host = self._host(f"{parts.hostname}:{parts.port or _default_port(parts.scheme)}")
-        except ValueError as exc:
-            return _Reply(error=f"invalid url: {exc}")
+        origin = _origin(url)
+        host = self._host_of_origin.get(origin)
+        if host is None:
+            try:
+                parts = urlsplit(origin)
+                host = self._host(f"{parts.hostname}:{parts.port or _default_port(parts.scheme)}")
+            except ValueError as exc:
+                return _Reply(error=f"invalid url: {exc}")
+            self._host_of_origin[origin] = host
         async with host.slots:
             await self._wait_turn(host)
             reply = await self._request(url)
@@ -206,13 +212,12 @@ class AiohttpFetcher:
         return reply
 
     async def _wait_turn(self, host: _Host) -> None:
-        loop = asyncio.get_running_loop()
+        now = asyncio.get_running_loop().time()
         delay_s = max(host.fixed_delay_s, host.adaptive_delay_s, self.options.min_delay_s)
-        start_at = max(loop.time(), host.next_start_at)
+        start_at = max(now, host.next_start_at)
         host.next_start_at = start_at + delay_s
-        wait_s = start_at - loop.time()
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
+        if start_at > now:
+            await asyncio.sleep(start_at - now)
 
     def _learn(self, host: _Host, reply: _Reply) -> None:
         if reply.status == 429:
@@ -260,16 +265,16 @@ class AiohttpFetcher:
     async def _read(self, response: aiohttp.ClientResponse, started_at: float) -> _Reply:
         loop = asyncio.get_running_loop()
         status = response.status
-        headers = dict(response.headers)
-        if status in REDIRECT_STATUSES and "Location" in response.headers:
-            return _Reply(status=status, headers=headers, location=response.headers["Location"])
+        headers = response.headers
+        if status in REDIRECT_STATUSES and "Location" in headers:
+            return _Reply(status=status, headers=headers, location=headers["Location"])
         if status in TRANSIENT_STATUSES:
             return _Reply(
                 status=status,
                 headers=headers,
                 error=f"http {status}",
                 transient=True,
-                retry_after_s=_retry_after_s(response.headers.get("Retry-After")),
+                retry_after_s=_retry_after_s(headers.get("Retry-After")),
                 transit_s=loop.time() - started_at,
             )
         media_type = response.content_type.lower()
@@ -309,6 +314,9 @@ class AiohttpFetcher:
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
     """The whole body, or ``None`` as soon as it passes ``max_bytes`` (the rest is dropped)."""
+    length = response.content_length
+    if length is not None and length <= max_bytes and not response.headers.get(CONTENT_ENCODING):
+        return await response.read()  # at most ``length`` bytes: the parser stops there
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
@@ -368,6 +376,12 @@ def _result(
         error=reply.error,
         filtered=reply.filtered,
     )
+
+
+def _origin(url: str) -> str:
+    """``"scheme://netloc"`` of ``url`` (the whole of it when it has no path)."""
+    end = url.find("/", url.find("//") + 2)
+    return url if end < 0 else url[:end]
 
 
 def _default_port(scheme: str) -> int:

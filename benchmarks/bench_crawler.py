@@ -1,7 +1,8 @@
 """Crawler benchmark: hybrid's example crawler vs Scrapy on the same local site.
 
 Run: ``python -m benchmarks.bench_crawler`` (options: ``--pages 20000``, ``--delay-ms 20``,
-``--page-kb 50``, ``--links 20``, ``--repeats 1``, ``--skip-baselines``).
+``--page-kb 50``, ``--links 20``, ``--repeats 1``, ``--baselines scrapy,crawlee``,
+``--skip-baselines``).
 
 The synthetic site (``examples/crawler/site.py``) runs in its own process on 127.0.0.1
 and counts the pages it serves; throughput is served pages over the crawler's wall time
@@ -100,9 +101,12 @@ def _run_measured(
             env={**os.environ, "PYTHONPATH": str(python_path)},
         )
         peak_rss = peak_pss = 0
+        peak_roles: dict[str, int] = {}
         parent = psutil.Process(process.pid)
         while process.poll() is None:
-            rss, pss = _tree_memory(parent)
+            rss, pss, roles = _tree_memory(parent)
+            if rss > peak_rss:
+                peak_roles = roles
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             if kill_after_pages and _get(f"{site_url}/__served")["total"] >= kill_after_pages:
                 process.send_signal(signal.SIGKILL)
@@ -113,25 +117,38 @@ def _run_measured(
         "elapsed_s": time.monotonic() - started,
         "peak_rss_bytes": peak_rss,
         "peak_pss_bytes": peak_pss,
+        "peak_rss_by_role": peak_roles,
         "code": process.returncode,
         "stderr": tail,
     }
 
 
-def _tree_memory(parent: psutil.Process) -> tuple[int, int]:
+def _tree_memory(parent: psutil.Process) -> tuple[int, int, dict[str, int]]:
+    """RSS and PSS summed over the tree, and RSS by role (parent, workers, helpers)."""
     rss = pss = 0
+    roles: dict[str, int] = {}
     try:
         tree = [parent, *parent.children(recursive=True)]
     except psutil.Error:
-        return 0, 0
+        return 0, 0, roles
     for process in tree:
         try:
             info = process.memory_full_info()
+            role = "parent" if process.pid == parent.pid else _role(process.cmdline())
         except psutil.Error:
             continue
         rss += info.rss
         pss += getattr(info, "pss", info.rss)
-    return rss, pss
+        roles[role] = roles.get(role, 0) + info.rss
+    return rss, pss, roles
+
+
+def _role(cmdline: list[str]) -> str:
+    text = " ".join(cmdline)
+    helpers = ("resource_tracker", "forkserver import main; main(")
+    if any(helper in text for helper in helpers) and "spawn_main" not in text:
+        return "helpers"
+    return "workers"
 
 
 def _hybrid_command(seed: str, db: Path, pages: int, heavy: bool, stats: Path) -> list[str]:
@@ -217,9 +234,12 @@ def run_crawlee(python: Path, site: str, heavy: bool, pages: int, work: Path) ->
 
 
 def _memory(result: dict[str, Any]) -> str:
+    roles = result.get("peak_rss_by_role", {})
+    detail = ", ".join(f"{role} {size / 2**20:.0f}" for role, size in sorted(roles.items()))
     return (
         f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MB "
-        f"(PSS {result['peak_pss_bytes'] / 2**20:.0f} MB)"
+        f"(PSS {result['peak_pss_bytes'] / 2**20:.0f} MB"
+        + (f"; RSS {detail})" if len(roles) > 1 else ")")
     )
 
 
@@ -235,6 +255,9 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=20)
     parser.add_argument("--port", type=int, default=8799)
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell; medians shown")
+    parser.add_argument(
+        "--baselines", default="scrapy,crawlee", help="comma-separated: scrapy, crawlee"
+    )
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -297,6 +320,7 @@ def _hybrid_notes(run: dict[str, Any], delay_ms: float) -> str:
 
 def _report(args: argparse.Namespace, site: str, python: Path | None) -> None:
     rows: list[tuple[str, str, float, str]] = []
+    baselines = set(args.baselines.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for heavy in (False, True):
@@ -304,8 +328,9 @@ def _report(args: argparse.Namespace, site: str, python: Path | None) -> None:
             runs: dict[str, list[dict[str, Any]]] = {"hybrid": [], "scrapy": [], "crawlee": []}
             for _ in range(args.repeats):  # interleaved, so drift hits every crawler alike
                 runs["hybrid"].append(run_hybrid(site, args.pages, heavy, work))
-                if python is not None:
+                if python is not None and "scrapy" in baselines:
                     runs["scrapy"].append(run_scrapy(python, site, heavy))
+                if python is not None and "crawlee" in baselines:
                     runs["crawlee"].append(run_crawlee(python, site, heavy, args.pages, work))
             ours_rate, ours = _median_run(runs["hybrid"])
             rows.append((variant, "hybrid", ours_rate, _hybrid_notes(ours, args.delay_ms)))
@@ -316,7 +341,8 @@ def _report(args: argparse.Namespace, site: str, python: Path | None) -> None:
                         f"hybrid x{ours_rate / rate:.2f}; {_memory(mid)}, served {mid['served']}"
                     )
                     rows.append((variant, name, rate, notes))
-            print(f"{variant} done", file=sys.stderr, flush=True)
+            for row in rows[-sum(bool(r) for r in runs.values()) :]:
+                print(f"{variant} done: {row[1]} {row[2]:.0f} pages/s  {row[3]}", file=sys.stderr)
         resume = run_resume(site, args.pages, work)
     light = next(rate for v, who, rate, _ in rows if v == "light" and who == "hybrid")
     cost = 1 - _rate(resume) / light

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-import hybrid
-
-from .cli import UsageError, parse_config
-
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here: the workers are spawned and import this module, and need none of it.
+    import hybrid
+
+    from .cli import UsageError, parse_config
+
     arguments = sys.argv[1:] if argv is None else argv
     try:
         config = parse_config(arguments)

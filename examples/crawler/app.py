@@ -25,10 +25,10 @@ from .export import export_pages
 from .frontier import SCHEMA, SqliteFrontier, counts
 from .progress import describe, show_progress
 from .robots import RobotsCache
-from .site import RunningSite, SyntheticSite
 
 STOP_GRACE_S = 15.0  # time the pages in flight get to finish after SIGINT/SIGTERM
 LAG_SAMPLES_KEPT = 100_000
+WRITE_LINGER_S = 0.02  # the store gathers this long: fewer, larger transactions
 
 
 async def run(config: Config, argv: list[str]) -> int:
@@ -46,6 +46,8 @@ async def _demo_site(config: Config) -> AsyncIterator[None]:
     if not config.demo:
         yield
         return
+    from .site import RunningSite, SyntheticSite  # the server side of aiohttp: demo only
+
     site = SyntheticSite(pages=config.demo_pages, delay_s=config.demo_delay_s, page_bytes=16_384)
     try:
         async with RunningSite(site, port=config.demo_port) as running:
@@ -58,7 +60,7 @@ async def _demo_site(config: Config) -> AsyncIterator[None]:
 
 async def _open_store(config: Config) -> SqliteStore:
     try:
-        return await SqliteStore.open(config.db, SCHEMA)
+        return await SqliteStore.open(config.db, SCHEMA, linger_s=WRITE_LINGER_S)
     except Exception as exc:
         raise SystemExit(f"error: cannot open the database {config.db}: {exc}") from None
 
@@ -78,7 +80,14 @@ async def _crawl(config: Config, store: SqliteStore, argv: list[str]) -> int:
     )
     lag_samples: list[float] = []
     async with (
-        hybrid.Engine(workers=config.workers, nice=config.worker_nice) as engine,
+        # Spawned workers: no fork server process held for the whole crawl. Pages are far
+        # below the size where shared memory pays: no per-call scan for it.
+        hybrid.Engine(
+            workers=config.workers,
+            nice=config.worker_nice,
+            start_method="spawn",
+            share_threshold_bytes=None,
+        ) as engine,
         AiohttpFetcher(options) as fetcher,
         AiohttpFetcher(replace(options, content_types=frozenset(), retries=1)) as robots_fetcher,
         LoopLagWatch(interval_s=0.01, warn_after_s=1.0, on_sample=_keep(lag_samples)),
@@ -111,7 +120,12 @@ async def _make_frontier(config: Config, store: SqliteStore) -> Any:
         from .distributed import RedisFrontier
 
         return await RedisFrontier.open(config, store)
-    frontier = SqliteFrontier(store, window=config.window, max_pages=config.max_pages)
+    frontier = SqliteFrontier(
+        store,
+        window=config.window,
+        max_pages=config.max_pages,
+        max_uncommitted=2 * config.concurrency,
+    )
     await frontier.start(config.seeds)
     return frontier
 

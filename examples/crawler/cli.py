@@ -203,7 +203,7 @@ def _check_writable(db: Path) -> None:
 def _check_hook(hook: str | None) -> str | None:
     if hook is None:
         return None
-    from .parse import load_hook
+    from .hook import load_hook
 
     try:
         load_hook(hook)

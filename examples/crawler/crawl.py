@@ -9,7 +9,6 @@ atomically. Every per-URL problem ends as that URL's outcome with a reason.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from hybrid.fetching import Fetcher, FetchResult
 
 from .dispatch import ParseDispatcher
 from .frontier import DONE, FAILED, SKIPPED, Job, Outcome
-from .parse import Parsed
+from .parsed import Parsed
 from .robots import RobotsCache
 
 LATENCY_SAMPLES_KEPT = 50_000  # fetch transit samples kept for percentiles
@@ -127,19 +126,16 @@ class Crawl:
         if not fetched.ok:
             state = SKIPPED if fetched.filtered else FAILED
             return Outcome(state, fetched.status, fetched.error), []
-        parsed = await self.parser.parse(fetched.final_url, fetched.body)
+        depth = job.depth + 1
+        max_depth = self.settings.max_depth
+        follow = max_depth is None or depth <= max_depth
+        parsed = await self.parser.parse(fetched.final_url, fetched.body, follow)
         if parsed.error is not None:
             return Outcome(FAILED, fetched.status, parsed.error), []
-        links = self._links(job, parsed)
-        return Outcome(DONE, fetched.status, page=_page_row(job, fetched, parsed)), links
-
-    def _links(self, job: Job, parsed: Parsed) -> list[tuple[str, int]]:
-        depth = job.depth + 1
-        if self.settings.max_depth is not None and depth > self.settings.max_depth:
-            return []
         for href, reason in parsed.invalid_links:
             self.frontier.record_unqueued(href, depth, FAILED, reason)
-        return self.frontier.add_links(parsed.links, depth)
+        links = self.frontier.add_links(parsed.links, depth) if parsed.links else []
+        return Outcome(DONE, fetched.status, page=_page_row(job, fetched, parsed)), links
 
 
 def _page_row(job: Job, fetched: FetchResult, parsed: Parsed) -> tuple[object, ...]:
@@ -151,10 +147,10 @@ def _page_row(job: Job, fetched: FetchResult, parsed: Parsed) -> tuple[object, .
         parsed.title,
         parsed.text,
         parsed.text_chars,
-        json.dumps(parsed.meta),
+        parsed.meta,
         parsed.canonical,
-        len(parsed.links),
-        json.dumps(parsed.extra),
+        parsed.links_found,
+        parsed.extra,
         round(fetched.transit_s * 1000, 3),
         time.time(),
     )

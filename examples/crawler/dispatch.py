@@ -10,16 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+from typing import Any
 
 import hybrid
 
-from .parse import Parsed, parse_pages
+from .parsed import Parsed
 from .urls import Scope
 
 PARSE_TIMEOUT_S = 60.0  # a batch whose parsing (with the user hook) takes longer fails
 MAX_BATCH_PAGES = 16  # pages in one engine call at most
 
-_Waiting = tuple[str, bytes, "asyncio.Future[Parsed]"]
+
+class _InWorker:
+    """A picklable reference to a function that is imported where it is called.
+
+    The parent sends it instead of the function itself, so it never imports the
+    parsing module (and selectolax): that memory is only spent in the workers.
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self, *args: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)(*args)
+
+
+PARSE_PAGES = _InWorker("examples.crawler.parse", "parse_pages")
+
+_Waiting = tuple[str, bytes, bool, "asyncio.Future[Parsed]"]
 
 
 class ParseDispatcher:
@@ -58,10 +77,13 @@ class ParseDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await call
 
-    async def parse(self, url: str, body: bytes) -> Parsed:
-        """Parse one page in a worker; errors come back as ``Parsed.error``."""
+    async def parse(self, url: str, body: bytes, follow: bool = True) -> Parsed:
+        """Parse one page in a worker; errors come back as ``Parsed.error``.
+
+        With ``follow`` False the page's links are not wanted (and not returned).
+        """
         future: asyncio.Future[Parsed] = asyncio.get_running_loop().create_future()
-        self._waiting.append((url, body, future))
+        self._waiting.append((url, body, follow, future))
         self._dispatch()
         return await future
 
@@ -77,8 +99,8 @@ class ParseDispatcher:
     async def _call(self, batch: list[_Waiting]) -> None:
         try:
             results = await self._engine.run(
-                parse_pages,
-                [(url, body) for url, body, _ in batch],
+                PARSE_PAGES,
+                [(url, body, follow) for url, body, follow, _ in batch],
                 self._scope,
                 self._hook,
                 timeout=PARSE_TIMEOUT_S,
@@ -90,7 +112,7 @@ class ParseDispatcher:
         finally:
             self._outstanding -= 1
             self.calls_made += 1
-        for (_, _, future), result in zip(batch, results, strict=True):
+        for (*_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
         self._dispatch()

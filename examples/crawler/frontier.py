@@ -5,19 +5,23 @@ whether it is queued, done, failed or skipped. Queued rows are loaded in id orde
 window at a time. A page's result, its new links and the state that marks it done are
 written by one :meth:`SqliteFrontier.complete` call, which the store commits in one
 transaction: after a crash the same command picks up every queued row again, so nothing
-is lost and at most the pages that were in flight are fetched twice.
+is lost and at most the pages that were in flight are fetched twice. Pages handed out and
+not yet committed are capped (``max_uncommitted``), so a slow disk holds the fetchers back
+rather than letting that number, and the refetch after a crash, grow.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.sqlite import SqliteStore
 from hybrid.storage import Write
+
+from .recent import RecentSet
 
 QUEUED, DONE, FAILED, SKIPPED = 0, 1, 2, 3
 STATE_NAMES = {QUEUED: "queued", DONE: "done", FAILED: "failed", SKIPPED: "skipped"}
@@ -65,7 +69,7 @@ INSERT_PAGE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One URL to crawl; ``key`` identifies it in its frontier."""
 
@@ -88,16 +92,10 @@ class SeenCache:
     """A bounded memory of URLs already queued; the database stays the authority."""
 
     def __init__(self, limit: int = SEEN_CACHE_URLS) -> None:
-        self._urls: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
+        self._urls = RecentSet(limit)
 
     def first_time(self, url: str) -> bool:
-        if url in self._urls:
-            return False
-        self._urls[url] = None
-        if len(self._urls) > self._limit:
-            self._urls.popitem(last=False)
-        return True
+        return self._urls.add_new(url)
 
 
 class SqliteFrontier:
@@ -107,10 +105,21 @@ class SqliteFrontier:
         store: the crawl's database.
         window: queued URLs held in memory at most.
         max_pages: stop handing out URLs after this many outcomes (``None``: no limit).
+        max_uncommitted: URLs handed out whose outcome is not committed yet, at most.
     """
 
-    def __init__(self, store: SqliteStore, *, window: int, max_pages: int | None) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        *,
+        window: int,
+        max_pages: int | None,
+        max_uncommitted: int,
+    ) -> None:
+        if max_uncommitted < 1:
+            raise ValueError(f"max_uncommitted must be at least 1, not {max_uncommitted}")
         self.store = store
+        self._max_uncommitted = max_uncommitted
         self._window: deque[Job] = deque()
         self._window_size = window
         self._max_pages = max_pages
@@ -135,6 +144,10 @@ class SqliteFrontier:
         while not self.stopping:
             if self._max_pages is not None and self._handed_out >= self._max_pages:
                 return None
+            if self._in_flight >= self._max_uncommitted:
+                self._progress.clear()
+                await self._progress.wait()
+                continue
             if self._window:
                 self._handed_out += 1
                 self._in_flight += 1

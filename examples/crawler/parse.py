@@ -10,97 +10,94 @@ with the selectolax tree and returns a JSON-serialisable dict.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import contextlib
+import json
 from functools import cache
-from typing import Any
 
-from selectolax.lexbor import LexborHTMLParser
+from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from .urls import CompiledScope, InvalidUrl, Scope, normalise
+from .hook import load_hook
+from .parsed import Parsed
+from .recent import RecentSet
+from .urls import CompiledScope, InvalidUrl, LinkResolver, Scope
 
 MAX_TEXT_CHARS = 2000  # text kept per page; the full length is recorded too
 MAX_INVALID_LINKS = 20  # invalid links recorded per page
 BINARY_SNIFF_BYTES = 1024  # the prefix of a body checked for binary content
 BINARY_CONTROL_FRACTION = 0.05  # control bytes in the prefix past which a body is binary
-TEXT_CONTROL_BYTES = frozenset(b"\t\n\r\x0c")
-
-Hook = Callable[[str, LexborHTMLParser], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """What a page yielded; ``error`` is set when it could not be parsed."""
-
-    title: str = ""
-    text: str = ""
-    text_chars: int = 0
-    meta: dict[str, str] = field(default_factory=dict)
-    canonical: str | None = None
-    links: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
-    invalid_links: tuple[tuple[str, str], ...] = ()
-    error: str | None = None
+SEEN_LINKS_KEPT = 20_000  # links a worker remembers having returned (a prefilter only)
+# Every byte but the control bytes text never has: deleting these leaves the suspicious ones.
+NOT_SUSPICIOUS = bytes(b for b in range(256) if b >= 32 or b in b"\t\n\r\x0c")
+# One pass over the tree finds every element parsing needs, in document order.
+ELEMENTS = "title, base[href], meta[name], link[rel][href], a[href]"
+SKIPPED_SCHEMES = ("mailto:", "javascript:", "tel:", "#", "data:")
 
 
-def parse_page(url: str, body: bytes, scope: Scope, hook_name: str | None) -> Parsed:
-    """Parse one HTML page; never raises for bad HTML (``error`` says why instead)."""
+_seen = RecentSet(SEEN_LINKS_KEPT)
+
+
+def parse_page(
+    url: str, body: bytes, scope: Scope, hook_name: str | None, follow: bool = True
+) -> Parsed:
+    """Parse one HTML page; never raises for bad HTML (``error`` says why instead).
+
+    With ``follow`` False (the page is at the depth limit) no links are returned.
+    """
     if _looks_binary(body[:BINARY_SNIFF_BYTES]):
         return Parsed(error="binary body served as HTML")
     tree = LexborHTMLParser(body.decode("utf-8", errors="replace"))
-    base = _base_url(tree, url)
-    meta = _meta(tree)
-    text = _text(tree)
-    follow = "nofollow" not in meta.get("robots", "").lower()
-    extra: dict[str, Any] = {}
+    elements = _Elements(tree.css(ELEMENTS), url)
+    extra = "{}"
     if hook_name:
         try:
-            extra = load_hook(hook_name)(url, tree)
+            extra = json.dumps(load_hook(hook_name)(url, tree))
         except Exception as exc:
             return Parsed(error=f"hook {hook_name} failed: {type(exc).__name__}: {exc}")
-    scope_rules = _compiled(scope)
-    canonical = _canonical(tree, base)
-    links, invalid = _links(tree, base, scope_rules) if follow else ({}, [])
-    if canonical and canonical != url and scope_rules.follows(canonical):
-        links[canonical] = None
+    whole, text = _text(tree)
+    links: tuple[str, ...] = ()
+    invalid: list[tuple[str, str]] = []
+    found = 0
+    if follow:
+        anchors = "nofollow" not in elements.meta.get("robots", "").lower()
+        found_links, invalid = elements.links(_compiled(scope), anchors)
+        found = len(found_links)
+        links = tuple(link for link in found_links if _seen.add_new(link))
     return Parsed(
-        title=_title(tree),
-        text=text[:MAX_TEXT_CHARS],
-        text_chars=len(text),
-        meta=meta,
-        canonical=canonical,
-        links=tuple(links),
+        title=elements.title,
+        text=text,
+        text_chars=whole,
+        meta=json.dumps(elements.meta),
+        canonical=elements.canonical,
+        links=links,
         extra=extra,
         invalid_links=tuple(invalid[:MAX_INVALID_LINKS]),
+        links_found=found,
     )
+
+
+def parse_pages(
+    pages: list[tuple[str, bytes, bool]], scope: Scope, hook_name: str | None
+) -> list[Parsed]:
+    """:func:`parse_page` over several ``(url, body, follow)`` pages, in order.
+
+    Never raises for one page: a batch that failed would be run again, and the links its
+    first pages returned would then be filtered out as already seen.
+    """
+    results = []
+    for url, body, follow in pages:
+        try:
+            results.append(parse_page(url, body, scope, hook_name, follow))
+        except Exception as exc:
+            results.append(Parsed(error=f"parse: {type(exc).__name__}: {exc}"))
+    return results
 
 
 def _looks_binary(prefix: bytes) -> bool:
     """A NUL byte, or more control bytes than any text has (random bytes have ~12 %)."""
     if b"\x00" in prefix:
         return True
-    controls = sum(1 for byte in prefix if byte < 32 and byte not in TEXT_CONTROL_BYTES)
+    controls = len(prefix.translate(None, NOT_SUSPICIOUS))
     return controls > BINARY_CONTROL_FRACTION * max(1, len(prefix))
-
-
-def parse_pages(
-    pages: list[tuple[str, bytes]], scope: Scope, hook_name: str | None
-) -> list[Parsed]:
-    """:func:`parse_page` over several ``(url, body)`` pages, in order."""
-    return [parse_page(url, body, scope, hook_name) for url, body in pages]
-
-
-@cache
-def load_hook(name: str) -> Hook:
-    """Import ``"package.module:function"`` (cached per process)."""
-    module_name, _, function_name = name.partition(":")
-    if not module_name or not function_name:
-        raise ValueError(f"hook must be 'module:function', not {name!r}")
-    function = getattr(importlib.import_module(module_name), function_name, None)
-    if not callable(function):
-        raise ValueError(f"{name!r} is not a function")
-    return function  # type: ignore[no-any-return]
 
 
 @cache
@@ -108,67 +105,91 @@ def _compiled(scope: Scope) -> CompiledScope:
     return scope.compiled()
 
 
-def _title(tree: LexborHTMLParser) -> str:
-    node = tree.css_first("title")
-    return node.text(strip=True) if node is not None else ""
-
-
-def _text(tree: LexborHTMLParser) -> str:
+def _text(tree: LexborHTMLParser) -> tuple[int, str]:
+    """The length of the body's text, and its start with whitespace collapsed."""
     body = tree.body
     if body is None:
-        return ""
-    return " ".join(body.text(separator=" ").split())
+        return 0, ""
+    whole = body.text(separator=" ", strip=True)
+    take = 2 * MAX_TEXT_CHARS
+    while True:
+        # A prefix of the collapsed text (the last word may be cut, past the limit).
+        text = " ".join(whole[:take].split())
+        if len(text) > MAX_TEXT_CHARS or take >= len(whole):
+            return len(whole), text[:MAX_TEXT_CHARS]
+        take *= 4
 
 
-def _meta(tree: LexborHTMLParser) -> dict[str, str]:
-    meta: dict[str, str] = {}
-    for node in tree.css("meta[name]"):
-        name = (node.attributes.get("name") or "").lower()
-        content = node.attributes.get("content")
-        if name and content is not None:
-            meta[name] = content
-    return meta
+class _Elements:
+    """The elements of one page that parsing reads, sorted by kind."""
 
+    def __init__(self, nodes: list[LexborNode], url: str) -> None:
+        self.title = ""
+        self.meta: dict[str, str] = {}
+        self.canonical: str | None = None
+        self._anchors: list[LexborNode] = []
+        base_href = canonical_href = None
+        for node in nodes:
+            tag = node.tag
+            if tag == "a":
+                self._anchors.append(node)
+            elif tag == "meta":
+                self._meta(node)
+            elif tag == "link":
+                if canonical_href is None and "canonical" in _words(node, "rel"):
+                    canonical_href = node.attributes.get("href") or ""
+            elif tag == "base":
+                base_href = base_href or node.attributes.get("href")
+            elif tag == "title" and not self.title:
+                self.title = node.text(strip=True)
+        self._resolver = LinkResolver(url)
+        if base_href:
+            with contextlib.suppress(InvalidUrl):
+                self._resolver = LinkResolver(self._resolver.resolve(base_href.strip()))
+        if canonical_href is not None:
+            with contextlib.suppress(InvalidUrl):
+                self.canonical = self._resolver.resolve(canonical_href.strip())
+        self._url = url
 
-def _base_url(tree: LexborHTMLParser, url: str) -> str:
-    node = tree.css_first("base[href]")
-    href = node.attributes.get("href") if node is not None else None
-    if not href:
-        return url
-    try:
-        return normalise(href, url)
-    except InvalidUrl:
-        return url
-
-
-def _canonical(tree: LexborHTMLParser, base: str) -> str | None:
-    for node in tree.css("link[rel][href]"):
-        if "canonical" in (node.attributes.get("rel") or "").lower().split():
-            try:
-                return normalise(node.attributes.get("href") or "", base)
-            except InvalidUrl:
-                return None
-    return None
-
-
-def _links(
-    tree: LexborHTMLParser, base: str, scope: CompiledScope
-) -> tuple[dict[str, None], list[tuple[str, str]]]:
-    """Followable links in page order, and the invalid ones with the reason."""
-    found: dict[str, None] = {}
-    invalid: list[tuple[str, str]] = []
-    for node in tree.css("a[href]"):
+    def _meta(self, node: LexborNode) -> None:
         attributes = node.attributes
-        if "nofollow" in (attributes.get("rel") or "").lower().split():
-            continue
-        href = (attributes.get("href") or "").strip()
-        if href.startswith(("mailto:", "javascript:", "tel:", "#", "data:")):
-            continue
-        try:
-            link = normalise(href, base)
-        except InvalidUrl as exc:
-            invalid.append((href[:500], str(exc)))
-            continue
-        if scope.follows(link):
-            found[link] = None
-    return found, invalid
+        name = (attributes.get("name") or "").lower()
+        content = attributes.get("content")
+        if name and content is not None:
+            self.meta[name] = content
+
+    def links(
+        self, scope: CompiledScope, anchors: bool
+    ) -> tuple[dict[str, None], list[tuple[str, str]]]:
+        """Followable links in page order (the canonical one last), and the invalid hrefs.
+
+        With ``anchors`` False (meta robots nofollow) only the canonical link counts.
+        """
+        found: dict[str, None] = {}
+        invalid: list[tuple[str, str]] = []
+        resolver = self._resolver
+        same_site = resolver.origin + "/" if resolver.origin else None
+        host = resolver.host
+        for node in self._anchors if anchors else ():
+            attributes = node.attributes
+            rel = attributes.get("rel")
+            if rel and "nofollow" in rel.lower().split():
+                continue
+            href = (attributes.get("href") or "").strip()
+            if not href or href.startswith(SKIPPED_SCHEMES):
+                continue
+            try:
+                link = resolver.resolve(href)
+            except InvalidUrl as exc:
+                invalid.append((href[:500], str(exc)))
+                continue
+            if scope.follows(link, host if same_site and link.startswith(same_site) else None):
+                found[link] = None
+        canonical = self.canonical
+        if canonical and canonical != self._url and scope.follows(canonical):
+            found[canonical] = None
+        return found, invalid
+
+
+def _words(node: LexborNode, name: str) -> list[str]:
+    return (node.attributes.get(name) or "").lower().split()

@@ -13,6 +13,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_CHARS = 2048  # longer URLs are almost always traps
+# Characters of a path-only href that joining and normalising leave as they are.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_~!$&'()*+,=:@%./-]+")
 
 
 class InvalidUrl(ValueError):
@@ -47,6 +49,51 @@ def normalise(url: str, base: str | None = None) -> str:
     return normal
 
 
+class LinkResolver:
+    """Resolves the hrefs of one page against its base, as :func:`normalise` would.
+
+    A plain path href (most links on most sites: no query, fragment, scheme, dot or
+    empty segment) is joined by concatenation with the base's normalised origin and
+    directory; anything else goes through :func:`normalise`.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.origin = self.host = self._directory = ""
+        try:
+            parts = urlsplit(normalise(base))
+        except InvalidUrl:
+            return
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.host = parts.hostname or ""
+        directory = parts.path[: parts.path.rfind("/") + 1]
+        if _plain(directory):
+            self._directory = directory
+
+    def resolve(self, href: str) -> str:
+        """The normal form of ``href`` on this page.
+
+        Raises:
+            InvalidUrl: as :func:`normalise` does.
+        """
+        if self.origin and _PLAIN_PATH.fullmatch(href) and _plain(href):
+            if href[0] == "/":
+                link = self.origin + href
+            elif ":" not in href and self._directory:
+                link = self.origin + self._directory + href
+            else:
+                link = ""
+            if link and len(link) <= MAX_URL_CHARS:
+                return link
+        return normalise(href, self.base)
+
+
+def _plain(path: str) -> bool:
+    """No empty segment and no ``.`` or ``..`` segment (which joining would remove)."""
+    marked = f"/{path}/"
+    return "//" not in path and "/./" not in marked and "/../" not in marked
+
+
 def host_of(url: str) -> str:
     """``"name:port"`` of a normalised URL (the key per-host limits use)."""
     parts = urlsplit(url)
@@ -79,11 +126,16 @@ class CompiledScope:
         self.allow = [re.compile(p) for p in scope.allow]
         self.deny = [re.compile(p) for p in scope.deny]
 
-    def follows(self, url: str) -> bool:
+    def follows(self, url: str, host: str | None = None) -> bool:
+        """Whether to follow ``url`` (whose hostname is ``host``, when known)."""
         if self.domains:
-            host = urlsplit(url).hostname or ""
-            if not any(host == d or host.endswith("." + d) for d in self.domains):
+            if host is None:
+                host = urlsplit(url).hostname or ""
+            if not self.follows_host(host):
                 return False
         if self.allow and not any(p.search(url) for p in self.allow):
             return False
         return not any(p.search(url) for p in self.deny)
+
+    def follows_host(self, host: str) -> bool:
+        return not self.domains or any(host == d or host.endswith("." + d) for d in self.domains)

@@ -190,8 +190,9 @@ async def test_autothrottle_delay_follows_the_measured_latency() -> None:
         for _ in range(3):
             result = await fetcher.fetch(f"{base}/lag")
         latency = fetcher.host_latency_s()[base.removeprefix("http://")]
-    assert 0.1 <= result.transit_s < 1.0
-    assert 0.1 <= latency < 1.0
+    # The server sleeps 0.1 s; a loop's timer may wake a hair early (uvloop rounds to ms).
+    assert 0.095 <= result.transit_s < 1.0
+    assert 0.095 <= latency < 1.0
 
 
 async def test_dns_failure_and_refused_connection_are_outcomes() -> None:
