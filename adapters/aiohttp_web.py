@@ -46,6 +46,10 @@ Ts = TypeVarTuple("Ts")
 
 DISCONNECT_POLL_S = 0.1  # how often a waiting handler checks that its client is still there
 MAX_RETRY_AFTER_S = 60  # cap on the Retry-After hint of a 503
+# Workers' niceness unless the app says otherwise. When the workers fill every core, a
+# request (or a health check) waits for the scheduler to hand this process a core; at a
+# lower priority the workers give it up at once, and they still get all the CPU left.
+WORKER_NICE = 10
 
 
 class TaskObserver(Protocol):
@@ -99,11 +103,14 @@ def setup(
         forward_logs: send workers' log records to this process's loggers, in every
             pool, tagged with ``worker_pid`` and ``task_id`` (``Engine(forward_logs=True)``).
         engine_options: passed to :class:`hybrid.Engine` (``workers``, ``max_queued``,
-            ``pools``, ``nice``, ...).
+            ``pools``, ``nice``, ...). ``nice`` defaults to :data:`WORKER_NICE` here, so
+            that the workers yield a core to the process answering requests; ``nice=0``
+            keeps them at this process's priority.
 
     The engine is ``app[ENGINE_KEY]`` once the app has started; closing waits for
     running tasks to finish.
     """
+    engine_options.setdefault("nice", WORKER_NICE)
     if metrics:
         from . import prometheus  # noqa: F401  (fail now, naming the extra, if it is missing)
 

@@ -16,7 +16,12 @@ from .app import MODES, Mode, build_app
 
 
 async def serve(
-    mode: Mode, host: str, port: int, metrics: bool, workers: int | None, worker_nice: int
+    mode: Mode,
+    host: str,
+    port: int,
+    metrics: bool,
+    workers: int | None,
+    worker_nice: int | None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then close the app (and its engine) cleanly."""
     app = build_app(mode, metrics=metrics, workers=workers, worker_nice=worker_nice)
@@ -42,7 +47,10 @@ def main() -> None:
     parser.add_argument("--mode", choices=MODES, default="hybrid")
     parser.add_argument("--workers", type=int, default=None, help="default: usable CPUs")
     parser.add_argument(
-        "--worker-nice", type=int, default=0, help="lower the workers' CPU priority by this"
+        "--worker-nice",
+        type=int,
+        default=None,
+        help="lower the workers' CPU priority by this (default: 10 with hybrid, 0 otherwise)",
     )
     parser.add_argument("--no-metrics", action="store_true", help="serve no /metrics")
     parser.add_argument("--asyncio", action="store_true", help="asyncio's loop, not uvloop")

@@ -25,7 +25,7 @@ def build_app(
     *,
     metrics: bool = True,
     workers: int | None = None,
-    worker_nice: int = 0,
+    worker_nice: int | None = None,
 ) -> web.Application:
     """The service; ``mode`` says where ``/cpu`` runs its call.
 
@@ -33,18 +33,21 @@ def build_app(
         metrics: serve ``/metrics`` (hybrid mode only).
         workers: worker processes; None: hybrid's usable CPUs, the executor's default.
         worker_nice: raise the workers' nice value by this much, so that on a busy
-            machine the process answering requests gets a CPU before the workers do.
+            machine the process answering requests gets a CPU before the workers do;
+            None: hybrid's default for web apps (``aiohttp_web.WORKER_NICE``), 0 for
+            the executor.
     """
     app = web.Application()
     app.router.add_get("/health", health)
     if mode == "hybrid":
-        aiohttp_web.setup(app, workers=workers, metrics=metrics, max_queued=1024, nice=worker_nice)
+        priority: dict[str, Any] = {} if worker_nice is None else {"nice": worker_nice}
+        aiohttp_web.setup(app, workers=workers, metrics=metrics, max_queued=1024, **priority)
         app.router.add_get("/cpu", cpu_hybrid)
     elif mode == "executor":
-        priority: dict[str, Any] = (
+        lowered: dict[str, Any] = (
             {"initializer": os.nice, "initargs": (worker_nice,)} if worker_nice else {}
         )
-        app.cleanup_ctx.append(lambda app: _executor_life(app, workers, priority))
+        app.cleanup_ctx.append(lambda app: _executor_life(app, workers, lowered))
         app.router.add_get("/cpu", cpu_executor)
     elif mode == "inline":
         app.router.add_get("/cpu", cpu_inline)

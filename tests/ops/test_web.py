@@ -167,3 +167,19 @@ async def test_forwarded_worker_logs_carry_the_requests_task_id(
     ]
     await wait_for_records(collected, 2)
     assert [(r.task_id, r.worker_pid) for r in collected.records] == [("req-1", pid)] * 2  # type: ignore[attr-defined]
+
+
+async def test_workers_yield_to_the_web_process_by_default(serve: Serve) -> None:
+    app = make_app(workers=1)
+    await serve(app)
+    engine = aiohttp_web.get_engine(app)
+    (pid,) = worker_pids(engine)
+    here = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, here + aiohttp_web.WORKER_NICE)
+
+
+async def test_workers_keep_the_web_process_priority_when_asked(serve: Serve) -> None:
+    app = make_app(workers=1, nice=0)
+    await serve(app)
+    (pid,) = worker_pids(aiohttp_web.get_engine(app))
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
