@@ -101,7 +101,7 @@ async def test_endpoints_exchange_signed_messages_and_learn_each_others_clock() 
         assert offset_ns == pytest.approx(3e9, abs=0.03e9)
         transit_s = a.clocks["b"].transit.srtt_s
         assert transit_s is not None
-        assert 0 < transit_s < 0.05
+        assert 0 < transit_s < 0.5  # about the 5 ms injected: the 3 s clock offset is not transit
         assert a.state("b") is PeerState.ALIVE
         # A forged message is counted and never reaches the application.
         await network.connect("mallory").send("a", Codec(b"guess").encode(message))
