@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -32,8 +32,11 @@ def pytest_asyncio_loop_factories(
     return factories
 
 
+MakeEngine = Callable[..., Awaitable[hybrid.Engine]]
+
+
 @pytest.fixture
-async def make_engine() -> AsyncIterator[Callable[..., Any]]:
+async def make_engine() -> AsyncIterator[MakeEngine]:
     """Build engines that are closed (and their workers joined) when the test ends."""
     engines: list[hybrid.Engine] = []
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 import hybrid
 from hybrid.autoscale import AutoscaleConfig
 from tests import tasks
+from tests.conftest import MakeEngine
 from tests.helpers import calls_recorded, worker_pids
 from tests.resources.fakes import GIB, MIB, FakeMonitor
 
@@ -29,7 +31,9 @@ async def until(condition, timeout_s: float = 15.0) -> None:  # type: ignore[no-
             await asyncio.sleep(0.02)
 
 
-async def test_a_lasting_backlog_grows_the_pool_and_loses_nothing(make_engine, tmp_path) -> None:
+async def test_a_lasting_backlog_grows_the_pool_and_loses_nothing(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     monitor = FakeMonitor(cpu_count=4, cpu_percent=30.0)
     engine = await make_engine(workers=1, monitor=monitor, autoscale=FAST, sample_interval_s=0.05)
     record = tmp_path / "calls"
@@ -46,7 +50,9 @@ async def test_a_lasting_backlog_grows_the_pool_and_loses_nothing(make_engine, t
     assert stats.failed == stats.crashed == 0
 
 
-async def test_memory_pressure_pauses_intake_and_resumes_below_low_water(make_engine) -> None:
+async def test_memory_pressure_pauses_intake_and_resumes_below_low_water(
+    make_engine: MakeEngine,
+) -> None:
     monitor = FakeMonitor(cpu_count=4, memory_percent=30.0, memory_total_bytes=8 * GIB)
     engine = await make_engine(workers=1, monitor=monitor, autoscale=FAST, sample_interval_s=0.05)
     monitor.set(memory_percent=85.0)
@@ -64,7 +70,9 @@ async def test_memory_pressure_pauses_intake_and_resumes_below_low_water(make_en
     assert engine.stats().paused_because is None
 
 
-async def test_a_worker_past_its_rss_limit_is_recycled_by_the_policy(make_engine) -> None:
+async def test_a_worker_past_its_rss_limit_is_recycled_by_the_policy(
+    make_engine: MakeEngine,
+) -> None:
     monitor = FakeMonitor(cpu_count=4)
     config = AutoscaleConfig(
         min_workers=1,
@@ -87,7 +95,7 @@ async def test_autoscale_without_a_monitor_is_refused() -> None:
         hybrid.Engine(autoscale=FAST)
 
 
-async def test_stats_report_the_machines_truth(make_engine) -> None:
+async def test_stats_report_the_machines_truth(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
     stats = engine.stats()
     assert stats.usable_cpus == hybrid.usable_cpus()
@@ -95,7 +103,7 @@ async def test_stats_report_the_machines_truth(make_engine) -> None:
     assert stats.autoscale is None
 
 
-async def test_the_psutil_monitor_drives_a_real_engine(make_engine) -> None:
+async def test_the_psutil_monitor_drives_a_real_engine(make_engine: MakeEngine) -> None:
     from adapters.psutil import PsutilMonitor
 
     engine = await make_engine(workers=2, monitor=PsutilMonitor(), sample_interval_s=0.1)
@@ -108,7 +116,7 @@ async def test_the_psutil_monitor_drives_a_real_engine(make_engine) -> None:
     assert stats.failed == stats.crashed == 0
 
 
-async def test_a_real_outside_cpu_hog_shrinks_the_pool(make_engine) -> None:
+async def test_a_real_outside_cpu_hog_shrinks_the_pool(make_engine: MakeEngine) -> None:
     import multiprocessing
 
     from adapters.psutil import PsutilMonitor
@@ -141,7 +149,9 @@ async def test_a_real_outside_cpu_hog_shrinks_the_pool(make_engine) -> None:
             hog.join()
 
 
-async def test_a_call_killed_to_save_memory_runs_again_and_succeeds(make_engine, tmp_path) -> None:
+async def test_a_call_killed_to_save_memory_runs_again_and_succeeds(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     monitor = FakeMonitor(cpu_count=4, memory_percent=30.0)
     engine = await make_engine(workers=1, monitor=monitor, autoscale=FAST, sample_interval_s=0.05)
     (pid,) = worker_pids(engine)

@@ -8,18 +8,19 @@ import time
 
 import hybrid
 from tests import tasks
+from tests.conftest import MakeEngine
 from tests.helpers import worker_pids
 
 
-async def test_several_engines_live_in_one_program(make_engine) -> None:
+async def test_several_engines_live_in_one_program(make_engine: MakeEngine) -> None:
     first = await make_engine(workers=1)
     second = await make_engine(workers=1)
     assert set(worker_pids(first)).isdisjoint(worker_pids(second))
     results = await asyncio.gather(first.run(tasks.square, 2), second.run(tasks.square, 3))
-    assert results == [4, 9]
+    assert list(results) == [4, 9]
 
 
-async def test_the_loop_stays_responsive_while_workers_compute(make_engine) -> None:
+async def test_the_loop_stays_responsive_while_workers_compute(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     lags: list[float] = []
 

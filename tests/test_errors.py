@@ -8,9 +8,12 @@ import pytest
 
 import hybrid
 from tests import tasks
+from tests.conftest import MakeEngine
 
 
-async def test_a_tasks_exception_keeps_its_type_and_the_workers_traceback(make_engine) -> None:
+async def test_a_tasks_exception_keeps_its_type_and_the_workers_traceback(
+    make_engine: MakeEngine,
+) -> None:
     engine = await make_engine(workers=1)
     with pytest.raises(tasks.TaskFailure, match="bad input") as caught:
         await engine.run(tasks.raise_value_error, "bad input")
@@ -20,21 +23,23 @@ async def test_a_tasks_exception_keeps_its_type_and_the_workers_traceback(make_e
     assert "tests/tasks.py" in cause.text
 
 
-async def test_an_exception_that_will_not_unpickle_becomes_remote_error(make_engine) -> None:
+async def test_an_exception_that_will_not_unpickle_becomes_remote_error(
+    make_engine: MakeEngine,
+) -> None:
     engine = await make_engine(workers=1)
     with pytest.raises(hybrid.RemoteError, match="NeedsTwoArgs: 1-2"):
         await engine.run(tasks.raise_unpicklable_exception)
     assert await engine.run(tasks.square, 3) == 9
 
 
-async def test_a_lambda_fails_at_once_naming_it(make_engine) -> None:
+async def test_a_lambda_fails_at_once_naming_it(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
     with pytest.raises(hybrid.NotPicklable, match=r"<lambda>.*module level"):
         await engine.run(lambda: 1)
     assert engine.stats().submitted == 0
 
 
-async def test_a_local_function_fails_at_once(make_engine) -> None:
+async def test_a_local_function_fails_at_once(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
 
     def local(x: int) -> int:
@@ -44,14 +49,14 @@ async def test_a_local_function_fails_at_once(make_engine) -> None:
         await engine.run(local, 1)
 
 
-async def test_an_unpicklable_argument_is_named(make_engine) -> None:
+async def test_an_unpicklable_argument_is_named(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
     with socket.socket() as sock, pytest.raises(hybrid.NotPicklable, match=r"argument 1 .*socket"):
         await engine.run(tasks.sleep_then, 0, sock)
     assert await engine.run(tasks.square, 5) == 25
 
 
-async def test_an_unpicklable_result_fails_that_task_only(make_engine) -> None:
+async def test_an_unpicklable_result_fails_that_task_only(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
     with pytest.raises(hybrid.NotPicklable, match="result of return_lambda"):
         await engine.run(tasks.return_lambda)
@@ -73,7 +78,7 @@ def test_bad_engine_options_are_rejected_up_front(kwargs: dict[str, object], mes
         hybrid.Engine(**kwargs)  # type: ignore[arg-type]
 
 
-async def test_bad_run_options_are_rejected(make_engine) -> None:
+async def test_bad_run_options_are_rejected(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
     with pytest.raises(ValueError, match="timeout"):
         await engine.run(tasks.square, 1, timeout=-1)

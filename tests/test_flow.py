@@ -11,10 +11,13 @@ import pytest
 
 import hybrid
 from tests import tasks
+from tests.conftest import MakeEngine
 from tests.helpers import calls_recorded, wait_for_full_strength, worker_pids
 
 
-async def test_cancelling_a_running_task_kills_and_replaces_its_worker(make_engine) -> None:
+async def test_cancelling_a_running_task_kills_and_replaces_its_worker(
+    make_engine: MakeEngine,
+) -> None:
     engine = await make_engine(workers=1)
     (pid,) = worker_pids(engine)
     with pytest.raises(TimeoutError):
@@ -25,7 +28,7 @@ async def test_cancelling_a_running_task_kills_and_replaces_its_worker(make_engi
     assert await engine.run(tasks.pid_of) == replacement
 
 
-async def test_cancelling_in_a_task_group_frees_the_worker(make_engine) -> None:
+async def test_cancelling_in_a_task_group_frees_the_worker(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
 
     async def fail_soon() -> None:
@@ -40,7 +43,9 @@ async def test_cancelling_in_a_task_group_frees_the_worker(make_engine) -> None:
     assert await engine.run(tasks.square, 3) == 9
 
 
-async def test_cancelling_a_queued_task_removes_it_unrun(make_engine, tmp_path: Path) -> None:
+async def test_cancelling_a_queued_task_removes_it_unrun(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     engine = await make_engine(workers=1)
     record = tmp_path / "calls"
     blocker = asyncio.ensure_future(engine.run(tasks.sleep_then, 0.5, "done"))
@@ -56,14 +61,16 @@ async def test_cancelling_a_queued_task_removes_it_unrun(make_engine, tmp_path: 
     assert engine.stats().cancelled == 1
 
 
-async def test_retries_rerun_a_task_whose_worker_died(make_engine, tmp_path: Path) -> None:
+async def test_retries_rerun_a_task_whose_worker_died(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     engine = await make_engine(workers=2)
     marker = tmp_path / "attempts"
     assert await engine.run(tasks.crash_until_file_exists, str(marker), retries=2) == "ok"
     assert marker.read_text() == "3"
 
 
-async def test_retries_give_up_with_worker_crashed(make_engine, tmp_path: Path) -> None:
+async def test_retries_give_up_with_worker_crashed(make_engine: MakeEngine, tmp_path: Path) -> None:
     engine = await make_engine(workers=2)
     record = tmp_path / "runs"
     with pytest.raises(hybrid.WorkerCrashed) as caught:
@@ -72,7 +79,9 @@ async def test_retries_give_up_with_worker_crashed(make_engine, tmp_path: Path) 
     assert record.read_text().count("x") == 3
 
 
-async def test_a_tasks_own_exception_is_never_retried(make_engine, tmp_path: Path) -> None:
+async def test_a_tasks_own_exception_is_never_retried(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     engine = await make_engine(workers=1)
     with pytest.raises(tasks.TaskFailure):
         await engine.run(tasks.raise_value_error, "bad input", retries=5)
@@ -80,7 +89,7 @@ async def test_a_tasks_own_exception_is_never_retried(make_engine, tmp_path: Pat
     assert engine.stats().submitted == 1
 
 
-async def test_overloaded_when_the_caller_will_not_wait(make_engine) -> None:
+async def test_overloaded_when_the_caller_will_not_wait(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1, max_queued=2)
     running = asyncio.ensure_future(engine.run(tasks.sleep_then, 0.5))
     await asyncio.sleep(0.1)
@@ -97,7 +106,7 @@ async def test_overloaded_when_the_caller_will_not_wait(make_engine) -> None:
     assert await asyncio.gather(*queued, waiting) == [0, 1, 25]
 
 
-async def test_map_yields_in_order_from_sync_and_async_iterables(make_engine) -> None:
+async def test_map_yields_in_order_from_sync_and_async_iterables(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     assert [y async for y in engine.map(tasks.square, range(500))] == [n * n for n in range(500)]
 
@@ -110,7 +119,7 @@ async def test_map_yields_in_order_from_sync_and_async_iterables(make_engine) ->
     assert [y async for y in engine.map(tasks.square, numbers())] == [n * n for n in range(300)]
 
 
-async def test_map_unordered_yields_everything_as_it_completes(make_engine) -> None:
+async def test_map_unordered_yields_everything_as_it_completes(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     inputs = [0.3, 0.0, 0.0, 0.0]
     results = [y async for y in engine.map(tasks.sleep_and_pid, inputs, ordered=False)]
@@ -119,7 +128,7 @@ async def test_map_unordered_yields_everything_as_it_completes(make_engine) -> N
     assert sorted(values) == [n * n for n in range(200)]
 
 
-async def test_map_reads_only_a_bounded_window_of_an_endless_input(make_engine) -> None:
+async def test_map_reads_only_a_bounded_window_of_an_endless_input(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     pulled = itertools.count()
 
@@ -141,7 +150,9 @@ async def test_map_reads_only_a_bounded_window_of_an_endless_input(make_engine) 
             await asyncio.sleep(0.01)
 
 
-async def test_leaving_map_early_cancels_outstanding_work(make_engine, tmp_path: Path) -> None:
+async def test_leaving_map_early_cancels_outstanding_work(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     engine = await make_engine(workers=1)
     record = tmp_path / "calls"
     async with engine.map(tasks.sleep_then, [0.05] * 1 + [5.0] * 10, window=8) as results:
@@ -156,7 +167,7 @@ async def test_leaving_map_early_cancels_outstanding_work(make_engine, tmp_path:
     assert await engine.run(tasks.record_call, str(record), 1) == 1
 
 
-async def test_map_raises_a_failing_task_at_its_place(make_engine) -> None:
+async def test_map_raises_a_failing_task_at_its_place(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     seen = []
     with pytest.raises(tasks.TaskFailure):
@@ -165,7 +176,7 @@ async def test_map_raises_a_failing_task_at_its_place(make_engine) -> None:
     assert seen == list(range(13))
 
 
-async def test_tiny_tasks_share_round_trips(make_engine) -> None:
+async def test_tiny_tasks_share_round_trips(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     results = [y async for y in engine.map(tasks.square, range(20_000))]
     assert results == [n * n for n in range(20_000)]
@@ -174,7 +185,7 @@ async def test_tiny_tasks_share_round_trips(make_engine) -> None:
     assert stats.round_trips < 20_000 / 10
 
 
-async def test_a_long_task_is_never_batched_behind_tiny_ones(make_engine) -> None:
+async def test_a_long_task_is_never_batched_behind_tiny_ones(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     [_ async for _ in engine.map(tasks.square, range(2000))]
     trips_before = engine.stats().round_trips

@@ -6,12 +6,14 @@ import asyncio
 import functools
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import hybrid
 from tests import tasks
+from tests.conftest import MakeEngine
 from tests.helpers import calls_recorded, wait_for_full_strength, worker_pids
 
 
@@ -25,7 +27,11 @@ from tests.helpers import calls_recorded, wait_for_full_strength, worker_pids
     ids=["os._exit", "SIGKILL", "segfault"],
 )
 async def test_a_crashing_task_fails_alone(
-    make_engine, tmp_path: Path, crasher, args, exitcode
+    make_engine: MakeEngine,
+    tmp_path: Path,
+    crasher: Callable[..., object],
+    args: tuple[object, ...],
+    exitcode: int,
 ) -> None:
     engine = await make_engine(workers=2)
     record = tmp_path / "calls"
@@ -46,7 +52,7 @@ async def test_a_crashing_task_fails_alone(
 
 
 async def test_a_crash_inside_a_batch_blames_only_the_crashing_task(
-    make_engine, tmp_path: Path
+    make_engine: MakeEngine, tmp_path: Path
 ) -> None:
     engine = await make_engine(workers=2)
     record = tmp_path / "calls"
@@ -70,7 +76,7 @@ async def test_a_crash_inside_a_batch_blames_only_the_crashing_task(
     assert engine.stats().crashed == 1
 
 
-async def test_a_timeout_kills_and_replaces_only_that_worker(make_engine) -> None:
+async def test_a_timeout_kills_and_replaces_only_that_worker(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     before = set(worker_pids(engine))
     neighbour = asyncio.ensure_future(engine.run(tasks.sleep_and_pid, 1.0))
@@ -87,7 +93,7 @@ async def test_a_timeout_kills_and_replaces_only_that_worker(make_engine) -> Non
     assert engine.stats().timed_out == 1
 
 
-async def test_a_task_that_finishes_in_time_is_not_touched(make_engine) -> None:
+async def test_a_task_that_finishes_in_time_is_not_touched(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
     pid = worker_pids(engine)[0]
     assert await engine.run(tasks.sleep_and_pid, 0.05, timeout=5) == pid
@@ -95,7 +101,9 @@ async def test_a_task_that_finishes_in_time_is_not_touched(make_engine) -> None:
 
 
 @pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
-async def test_every_start_method_runs_and_survives_a_crash(make_engine, start_method: str) -> None:
+async def test_every_start_method_runs_and_survives_a_crash(
+    make_engine: MakeEngine, start_method: str
+) -> None:
     engine = await make_engine(workers=2, start_method=start_method)
     assert await engine.run(tasks.pid_of) != os.getpid()
     with pytest.raises(hybrid.WorkerCrashed):
@@ -105,7 +113,9 @@ async def test_every_start_method_runs_and_survives_a_crash(make_engine, start_m
     assert results == [value * value for value in range(100)]
 
 
-async def test_a_crash_inside_a_map_chunk_settles_exactly(make_engine, tmp_path: Path) -> None:
+async def test_a_crash_inside_a_map_chunk_settles_exactly(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     engine = await make_engine(workers=2)
     warmup = tmp_path / "warmup"
     [
@@ -127,7 +137,9 @@ async def test_a_crash_inside_a_map_chunk_settles_exactly(make_engine, tmp_path:
     assert engine.stats().round_trips < 1000  # the calls did travel in chunks
 
 
-async def test_map_retries_a_crashed_chunk_call_on_its_own(make_engine, tmp_path: Path) -> None:
+async def test_map_retries_a_crashed_chunk_call_on_its_own(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     engine = await make_engine(workers=2)
     [_ async for _ in engine.map(tasks.square, range(200))]
     marker = tmp_path / "attempts"
@@ -137,7 +149,7 @@ async def test_map_retries_a_crashed_chunk_call_on_its_own(make_engine, tmp_path
     assert marker.read_text() == "3"
 
 
-async def test_an_idle_worker_that_dies_is_replaced_at_once(make_engine) -> None:
+async def test_an_idle_worker_that_dies_is_replaced_at_once(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     victim = worker_pids(engine)[0]
     os.kill(victim, signal.SIGKILL)

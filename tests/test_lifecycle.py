@@ -9,15 +9,17 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 import hybrid
 from tests import tasks
+from tests.conftest import MakeEngine
 from tests.helpers import children_of, pid_alive, wait_until_gone, worker_pids
 
 
-async def test_the_initializer_runs_once_in_each_worker(make_engine) -> None:
+async def test_the_initializer_runs_once_in_each_worker(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2, initializer=tasks.remember_init, initargs=("model",))
     pids = set(worker_pids(engine))
     seen = [await engine.run(tasks.initialized) for _ in range(20)]
@@ -35,7 +37,7 @@ async def test_a_failing_initializer_stops_start_with_a_clear_error() -> None:
     await engine.close()
 
 
-async def test_max_tasks_per_child_recycles_workers(make_engine) -> None:
+async def test_max_tasks_per_child_recycles_workers(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1, max_tasks_per_child=3)
     pids = [await engine.run(tasks.pid_of) for _ in range(9)]
     assert [len(set(pids[i : i + 3])) for i in (0, 3, 6)] == [1, 1, 1]
@@ -104,7 +106,7 @@ PARENT_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-async def test_no_orphan_workers_when_the_parent_is_signalled(tmp_path, sig: int) -> None:
+async def test_no_orphan_workers_when_the_parent_is_signalled(tmp_path: Path, sig: int) -> None:
     script = tmp_path / "parent.py"
     script.write_text(PARENT_SCRIPT)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,7 +134,7 @@ async def test_no_orphan_workers_when_the_parent_is_signalled(tmp_path, sig: int
         parent.stdout.close()
 
 
-async def test_no_shared_memory_is_left_behind(make_engine) -> None:
+async def test_no_shared_memory_is_left_behind(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     with pytest.raises(hybrid.WorkerCrashed):
         await engine.run(tasks.exit_now, 1)

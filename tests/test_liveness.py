@@ -10,10 +10,13 @@ import pytest
 
 import hybrid
 from tests import tasks
+from tests.conftest import MakeEngine
 from tests.helpers import wait_for_full_strength, worker_pids
 
 
-async def test_a_stopped_worker_running_a_task_is_killed_and_its_task_fails(make_engine) -> None:
+async def test_a_stopped_worker_running_a_task_is_killed_and_its_task_fails(
+    make_engine: MakeEngine,
+) -> None:
     engine = await make_engine(workers=2)
     stuck = asyncio.ensure_future(engine.run(tasks.sleep_and_pid, 2.0))
     neighbour = asyncio.ensure_future(engine.run(tasks.sleep_then, 1.0, "fine"))
@@ -21,6 +24,7 @@ async def test_a_stopped_worker_running_a_task_is_killed_and_its_task_fails(make
     busy = [w.pid for w in engine.stats().per_worker if w.busy]
     assert len(busy) == 2
     victim = busy[0]
+    assert victim is not None
     os.kill(victim, signal.SIGSTOP)
     loop = asyncio.get_running_loop()
     stopped_at = loop.time()
@@ -40,7 +44,7 @@ async def test_a_stopped_worker_running_a_task_is_killed_and_its_task_fails(make
     assert engine.stats().hung_workers_killed == 1
 
 
-async def test_a_stopped_idle_worker_is_replaced(make_engine) -> None:
+async def test_a_stopped_idle_worker_is_replaced(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     victim = worker_pids(engine)[0]
     os.kill(victim, signal.SIGSTOP)
@@ -51,7 +55,9 @@ async def test_a_stopped_idle_worker_is_replaced(make_engine) -> None:
     assert engine.stats().crashed == 0
 
 
-async def test_a_long_call_holding_the_gil_is_not_mistaken_for_a_hang(make_engine) -> None:
+async def test_a_long_call_holding_the_gil_is_not_mistaken_for_a_hang(
+    make_engine: MakeEngine,
+) -> None:
     engine = await make_engine(workers=1)
     await asyncio.sleep(0.5)  # a few beats, so the detector knows the worker
     (pid,) = worker_pids(engine)
@@ -63,7 +69,7 @@ async def test_a_long_call_holding_the_gil_is_not_mistaken_for_a_hang(make_engin
     assert stats.per_worker[0].heartbeats > 0
 
 
-async def test_stats_show_each_workers_heartbeats(make_engine) -> None:
+async def test_stats_show_each_workers_heartbeats(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     await asyncio.sleep(0.5)
     for worker in engine.stats().per_worker:
@@ -88,7 +94,7 @@ def _resume_stopped_children() -> object:
                 os.kill(int(pid), signal.SIGKILL)
 
 
-async def test_a_worker_deadlocked_holding_the_gil_is_killed(make_engine) -> None:
+async def test_a_worker_deadlocked_holding_the_gil_is_killed(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1)
     await asyncio.sleep(0.5)  # a few beats, so the detector knows the worker
     (pid,) = worker_pids(engine)

@@ -11,10 +11,11 @@ import pytest
 
 import hybrid
 from tests import tasks
+from tests.conftest import MakeEngine
 from tests.helpers import calls_recorded, wait_for_full_strength, worker_pids
 
 
-async def test_named_pools_have_their_own_workers_and_limits(make_engine) -> None:
+async def test_named_pools_have_their_own_workers_and_limits(make_engine: MakeEngine) -> None:
     engine = await make_engine(
         workers=1, pools={"parse": hybrid.PoolSpec(workers=2, max_tasks_per_child=2)}
     )
@@ -36,7 +37,7 @@ def worker_pids_of(engine: hybrid.Engine, pool: str) -> list[int]:
     return [w.pid for w in engine.stats(pool).per_worker if w.pid is not None]
 
 
-async def test_tasks_with_the_same_key_stay_on_one_worker(make_engine) -> None:
+async def test_tasks_with_the_same_key_stay_on_one_worker(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     keys = list(range(40))
     calls = [(key, engine.run(tasks.cached_lookup, key, key=key)) for key in keys * 100]
@@ -53,7 +54,7 @@ async def test_tasks_with_the_same_key_stay_on_one_worker(make_engine) -> None:
     assert engine.bound_worker(0) in (0, 1)
 
 
-async def test_a_busy_keyed_worker_does_not_hold_back_other_work(make_engine) -> None:
+async def test_a_busy_keyed_worker_does_not_hold_back_other_work(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     blocker = asyncio.ensure_future(engine.run(tasks.sleep_then, 0.5, "keyed", key="hot"))
     queued_behind = asyncio.ensure_future(engine.run(tasks.sleep_then, 0, "also keyed", key="hot"))
@@ -66,7 +67,7 @@ async def test_a_busy_keyed_worker_does_not_hold_back_other_work(make_engine) ->
 
 
 async def test_growing_and_shrinking_under_load_loses_and_repeats_nothing(
-    make_engine, tmp_path: Path
+    make_engine: MakeEngine, tmp_path: Path
 ) -> None:
     engine = await make_engine(workers=1)
     record = tmp_path / "calls"
@@ -89,7 +90,7 @@ async def test_growing_and_shrinking_under_load_loses_and_repeats_nothing(
     assert stats.completed == 200
 
 
-async def test_shrinking_rebinds_keys_of_the_removed_worker(make_engine) -> None:
+async def test_shrinking_rebinds_keys_of_the_removed_worker(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2)
     for key in range(10):
         await engine.run(tasks.cached_lookup, key, key=key)
@@ -105,19 +106,19 @@ async def test_shrinking_rebinds_keys_of_the_removed_worker(make_engine) -> None
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs")
-async def test_workers_can_be_pinned_spread_over_the_usable_cpus(make_engine) -> None:
+async def test_workers_can_be_pinned_spread_over_the_usable_cpus(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2, pin_cpus=True)
     seen = {tuple(await engine.run(tasks.affinity_of, key=key)) for key in range(20)}
     cpus = sorted(os.sched_getaffinity(0))
     assert seen == {(cpus[0],), (cpus[1],)}
 
 
-async def test_workers_can_run_at_lower_priority(make_engine) -> None:
+async def test_workers_can_run_at_lower_priority(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1, nice=5)
     assert await engine.run(tasks.niceness) == os.nice(0) + 5
 
 
-async def test_a_hard_memory_limit_fails_only_the_offending_task(make_engine) -> None:
+async def test_a_hard_memory_limit_fails_only_the_offending_task(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1, memory_limit_bytes=600 * 1024 * 1024)
     (pid,) = worker_pids(engine)
     with pytest.raises(hybrid.MemoryLimitExceeded, match="600 MB") as caught:
@@ -129,7 +130,7 @@ async def test_a_hard_memory_limit_fails_only_the_offending_task(make_engine) ->
     assert worker_pids(engine) != [pid]  # replaced: its heap may be left broken
 
 
-async def test_a_worker_past_max_rss_is_recycled_after_its_task(make_engine) -> None:
+async def test_a_worker_past_max_rss_is_recycled_after_its_task(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=1, max_rss_bytes=150 * 1024 * 1024)
     (pid,) = worker_pids(engine)
     assert await engine.run(tasks.grow_and_keep, 200) == pid  # finishes: never killed for it
@@ -140,7 +141,7 @@ async def test_a_worker_past_max_rss_is_recycled_after_its_task(make_engine) -> 
     assert engine.stats().failed == 0
 
 
-async def test_recycling_for_memory_replaces_a_worker_once(make_engine) -> None:
+async def test_recycling_for_memory_replaces_a_worker_once(make_engine: MakeEngine) -> None:
     # Regression: a recycle decided while a batch settled asked for the same worker's
     # replacement twice, and two restarts of one slot left it with two processes.
     engine = await make_engine(workers=1, max_rss_bytes=120 * 1024 * 1024)

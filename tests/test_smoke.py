@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import hybrid
 from tests import tasks
+from tests.conftest import MakeEngine
 
 
-async def test_run_returns_result_from_another_process(make_engine) -> None:
+async def test_run_returns_result_from_another_process(make_engine: MakeEngine) -> None:
     import os
 
     engine = await make_engine()

@@ -31,6 +31,7 @@ class HeldCommits(SqliteStore):
 
 async def test_no_more_urls_are_handed_out_than_may_wait_for_their_commit(tmp_path: Path) -> None:
     store = await HeldCommits.open(tmp_path / "f.sqlite", SCHEMA)
+    assert isinstance(store, HeldCommits)
     store.released = asyncio.Event()
     store.released.set()
     try:
