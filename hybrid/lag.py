@@ -73,7 +73,8 @@ class LoopLagWatch:
     """Measures the running loop's lag continuously and warns when something blocks it.
 
     Args:
-        interval_s: time between measurements.
+        interval_s: time between measurements (each costs the loop a wake-up, and a side
+            thread another).
         warn_after_s: lag past which a :class:`Stall` is recorded and a warning logged on
             the ``hybrid.lag`` logger.
         window_s: span over which :attr:`max_lag_s` is taken.
@@ -87,7 +88,7 @@ class LoopLagWatch:
     def __init__(
         self,
         *,
-        interval_s: float = 0.05,
+        interval_s: float = 0.1,
         warn_after_s: float = 0.1,
         window_s: float = 10.0,
         on_sample: Callable[[float], None] | None = None,
