@@ -11,3 +11,8 @@ def word_count(url: str, tree: Any) -> dict[str, Any]:
     body = tree.body
     words = len(body.text(separator=" ").split()) if body is not None else 0
     return {"words": words, "pid": os.getpid()}
+
+
+def niceness(url: str, tree: Any) -> dict[str, Any]:
+    """The niceness of the worker that parsed the page."""
+    return {"nice": os.nice(0), "pid": os.getpid()}
