@@ -46,6 +46,7 @@ async def test_no_more_urls_are_handed_out_than_may_wait_for_their_commit(tmp_pa
         assert not fourth.done()  # three outcomes wait for their commit
         store.released.set()
         job = await asyncio.wait_for(fourth, 10)
-        assert job is not None and job.url == "http://a.test/3"
+        assert job is not None
+        assert job.url == "http://a.test/3"
     finally:
         await store.close()

@@ -31,7 +31,9 @@ async def crawl_with_hook(tmp_path: Path, hook: str, *args: str) -> list[dict[st
     return [json.loads(extra) for (extra,) in rows]
 
 
-@pytest.mark.parametrize(("args", "added"), [((), DEFAULT_WORKER_NICE), (("--worker-nice", "0"), 0)])
+@pytest.mark.parametrize(
+    ("args", "added"), [((), DEFAULT_WORKER_NICE), (("--worker-nice", "0"), 0)]
+)
 async def test_workers_run_niced_so_the_loop_gets_a_core_first(
     tmp_path: Path, args: tuple[str, ...], added: int
 ) -> None:
