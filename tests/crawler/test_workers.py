@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from examples.crawler.cli import DEFAULT_WORKER_NICE
+from examples.crawler.memory import SETTINGS
 from examples.crawler.site import RunningSite, SyntheticSite
 
-from .support import run_crawler
+from .support import ROOT, run_crawler
 
 
 async def crawl_with_hook(tmp_path: Path, hook: str, *args: str) -> list[dict[str, object]]:
@@ -41,3 +45,38 @@ async def test_workers_run_niced_so_the_loop_gets_a_core_first(
     expected = min(19, os.nice(0) + added)
     assert {extra["nice"] for extra in extras} == {expected}
     assert os.getpid() not in {extra["pid"] for extra in extras}
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc settings")
+@pytest.mark.parametrize(
+    ("environment", "in_heap"),
+    [({}, False), ({"MALLOC_MMAP_THRESHOLD_": str(2**22)}, True)],
+)
+async def test_workers_give_large_blocks_their_own_mapping_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], in_heap: bool
+) -> None:
+    for _, name, _ in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    extras = await crawl_with_hook(tmp_path, "block_placement")
+    assert {extra["in_heap"] for extra in extras} == {in_heap}
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc settings")
+@pytest.mark.parametrize(("tuned", "in_heap"), [(False, True), (True, False)])
+def test_the_parent_gives_large_blocks_their_own_mapping_once_tuned(
+    tuned: bool, in_heap: bool
+) -> None:
+    check = (
+        "from examples.crawler.memory import tune_malloc\n"
+        "from tests.crawler.hooks import large_block_in_heap\n"
+        f"assert not {tuned} or tune_malloc()\n"
+        "print(large_block_in_heap())"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=ROOT, env={**environment, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == [str(in_heap)]
