@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 
@@ -43,3 +44,8 @@ def in_heap(address: int) -> bool:
                 start, end = (int(part, 16) for part in line.split()[0].split("-"))
                 return start <= address < end
     return False
+
+
+def event_loop_modules(url: str, tree: Any) -> dict[str, Any]:
+    """Which of the parent's event-loop modules the worker has imported."""
+    return {"imported": sorted({"asyncio", "ssl", "aiohttp"} & set(sys.modules))}

@@ -80,3 +80,10 @@ def test_the_parent_gives_large_blocks_their_own_mapping_once_tuned(
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert done.stdout.split() == [str(in_heap)]
+
+
+async def test_workers_do_not_import_the_event_loop_machinery(tmp_path: Path) -> None:
+    # Unpickling the parse function once imported the dispatcher, and with it asyncio and
+    # ssl: about 6 MB of resident memory in every worker.
+    extras = await crawl_with_hook(tmp_path, "event_loop_modules")
+    assert [extra["imported"] for extra in extras] == [[]] * len(extras)
