@@ -9,7 +9,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -194,7 +194,7 @@ async def _summary(
     }
 
 
-def _percentile_ms(samples: list[float], fraction: float) -> float | None:
+def _percentile_ms(samples: Sequence[float], fraction: float) -> float | None:
     if not samples:
         return None
     ordered = sorted(samples)
