@@ -15,7 +15,6 @@ the environment are kept. Elsewhere than glibc this does nothing.
 from __future__ import annotations
 
 import os
-import platform
 
 MMAP_THRESHOLD_BYTES = 64 * 1024  # blocks at least this large get a mapping of their own
 TRIM_THRESHOLD_BYTES = 128 * 1024  # free memory at the heap's top past this goes back
@@ -35,7 +34,7 @@ def tune_malloc() -> bool:
     Returns:
         Whether glibc took every setting (False on another C library).
     """
-    if platform.libc_ver()[0] != "glibc":
+    if not _on_glibc():
         return False
     import ctypes  # only where it is used: about 0.7 MB
 
@@ -46,3 +45,11 @@ def tune_malloc() -> bool:
             os.environ[name] = str(value)
             applied = libc.mallopt(parameter, value) == 1 and applied
     return applied
+
+
+def _on_glibc() -> bool:
+    # Asks the C library itself; platform.libc_ver() scans the interpreter's binary.
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):
+        return False
