@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import shlex
 import signal
@@ -33,6 +34,9 @@ WRITE_LINGER_S = 0.02  # the store gathers this long: fewer, larger transactions
 
 async def run(config: Config, argv: list[str]) -> int:
     """Crawl as configured; return the process exit code."""
+    # What is imported by now lives as long as the process: full collections skip it.
+    # Measured on the loop, a generation-2 collection took 20-30 ms, and about 5 ms after.
+    gc.freeze()
     async with _demo_site(config):
         store = await _open_store(config)
         try:
