@@ -7,6 +7,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     # Imported here: the workers are spawned and import this module, and need none of it.
+    from .memory import tune_malloc
+
+    tune_malloc()  # before any thread starts, and before the workers are spawned
     import hybrid
 
     from .cli import UsageError, parse_config

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import shlex
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +34,9 @@ WRITE_LINGER_S = 0.02  # the store gathers this long: fewer, larger transactions
 
 async def run(config: Config, argv: list[str]) -> int:
     """Crawl as configured; return the process exit code."""
+    # What is imported by now lives as long as the process: full collections skip it.
+    # Measured on the loop, a generation-2 collection took 20-30 ms, and about 5 ms after.
+    gc.freeze()
     async with _demo_site(config):
         store = await _open_store(config)
         try:
@@ -194,7 +198,7 @@ async def _summary(
     }
 
 
-def _percentile_ms(samples: list[float], fraction: float) -> float | None:
+def _percentile_ms(samples: Sequence[float], fraction: float) -> float | None:
     if not samples:
         return None
     ordered = sorted(samples)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -50,7 +51,8 @@ class CrawlStats:
     outcomes: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
-    transit_s: list[float] = field(default_factory=list)
+    # 8 bytes a sample, not a float object each (about 0.5 MB less over 20,000 pages).
+    transit_s: array[float] = field(default_factory=lambda: array("d"))
 
     def record(self, outcome: Outcome) -> None:
         name = {DONE: "done", FAILED: "failed", SKIPPED: "skipped"}[outcome.state]

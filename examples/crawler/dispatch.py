@@ -10,33 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-from typing import Any
 
 import hybrid
 
+from .inworker import PARSE_PAGES
 from .parsed import Parsed
 from .urls import Scope
 
 PARSE_TIMEOUT_S = 60.0  # a batch whose parsing (with the user hook) takes longer fails
 MAX_BATCH_PAGES = 16  # pages in one engine call at most
-
-
-class _InWorker:
-    """A picklable reference to a function that is imported where it is called.
-
-    The parent sends it instead of the function itself, so it never imports the
-    parsing module (and selectolax): that memory is only spent in the workers.
-    """
-
-    def __init__(self, module: str, name: str) -> None:
-        self.module, self.name = module, name
-
-    def __call__(self, *args: Any) -> Any:
-        return getattr(importlib.import_module(self.module), self.name)(*args)
-
-
-PARSE_PAGES = _InWorker("examples.crawler.parse", "parse_pages")
 
 _Waiting = tuple[str, bytes, bool, "asyncio.Future[Parsed]"]
 

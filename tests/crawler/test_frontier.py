@@ -51,3 +51,27 @@ async def test_no_more_urls_are_handed_out_than_may_wait_for_their_commit(tmp_pa
         assert job.url == "http://a.test/3"
     finally:
         await store.close()
+
+
+async def test_a_link_found_twice_is_queued_and_handed_out_once(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "f.sqlite", SCHEMA)
+    try:
+        frontier = SqliteFrontier(store, window=50, max_pages=None, max_uncommitted=8)
+        await frontier.start(["http://a.test/0"])
+        seed = await frontier.next()
+        assert seed is not None
+        links = frontier.add_links(("http://a.test/1", "http://a.test/2"), 1)
+        frontier.complete(seed, Outcome(DONE, 200), links)
+        first = await frontier.next()
+        assert first is not None
+        again = frontier.add_links(("http://a.test/2",), 2)  # found again by another worker
+        frontier.complete(first, Outcome(DONE, 200), again)
+        second = await frontier.next()
+        assert second is not None
+        assert second.url == "http://a.test/2"
+        frontier.complete(second, Outcome(DONE, 200), [])
+        assert await asyncio.wait_for(frontier.next(), 10) is None
+        rows = await store.read("SELECT url, depth FROM urls ORDER BY id")
+        assert rows == [("http://a.test/0", 0), ("http://a.test/1", 1), ("http://a.test/2", 1)]
+    finally:
+        await store.close()
