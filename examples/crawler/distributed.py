@@ -33,10 +33,12 @@ from adapters.sqlite import SqliteStore
 from hybrid.storage import Write
 
 from .cli import Config
-from .frontier import INSERT_OUTCOME, INSERT_PAGE, Job, Outcome, SeenCache
+from .frontier import INSERT_OUTCOME, INSERT_PAGE, Job, Outcome
+from .recent import RecentSet
 
 GROUP = "crawlers"
 TAKEOVER_IDLE_S = 3.0  # an entry idle this long belongs to a dead crawler
+SEEN_CACHE_URLS = 100_000  # recently queued URLs kept to skip a round trip for each
 KEEPALIVE_INTERVAL_S = 1.0  # how often a crawler re-claims the entries it holds
 READ_BLOCK_MS = 200
 IDLE_CHECKS_TO_FINISH = 3  # consecutive empty checks before the crawl is declared over
@@ -86,7 +88,7 @@ class RedisFrontier:
         self._idle_checks = 0
         self._progress = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._seen = SeenCache()
+        self._seen = RecentSet(SEEN_CACHE_URLS)  # Redis stays the authority
         self._add = client.register_script(ADD_SCRIPT)
         self._complete = client.register_script(COMPLETE_SCRIPT)
         self._keepalive: asyncio.Task[None] | None = None
@@ -124,7 +126,7 @@ class RedisFrontier:
         return None
 
     def add_links(self, links: Iterable[str], depth: int) -> list[tuple[str, int]]:
-        return [(url, depth) for url in links if self._seen.first_time(url)]
+        return [(url, depth) for url in links if self._seen.add_new(url)]
 
     def complete(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None:
         task = asyncio.create_task(self._complete_one(job, outcome, links))

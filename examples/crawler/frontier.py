@@ -21,11 +21,8 @@ from typing import Any
 from adapters.sqlite import SqliteStore
 from hybrid.storage import Write
 
-from .recent import RecentSet
-
 QUEUED, DONE, FAILED, SKIPPED = 0, 1, 2, 3
 STATE_NAMES = {QUEUED: "queued", DONE: "done", FAILED: "failed", SKIPPED: "skipped"}
-SEEN_CACHE_URLS = 100_000  # recently seen URLs the Redis frontier keeps to skip round trips
 
 SCHEMA = (
     """
@@ -86,16 +83,6 @@ class Outcome:
     status: int = 0
     reason: str | None = None
     page: tuple[Any, ...] | None = None
-
-
-class SeenCache:
-    """A bounded memory of URLs already queued; the database stays the authority."""
-
-    def __init__(self, limit: int = SEEN_CACHE_URLS) -> None:
-        self._urls = RecentSet(limit)
-
-    def first_time(self, url: str) -> bool:
-        return self._urls.add_new(url)
 
 
 class SqliteFrontier:
