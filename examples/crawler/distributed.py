@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from adapters.sqlite import SqliteStore
 from hybrid.storage import Write
@@ -99,8 +100,12 @@ class RedisFrontier:
         assert config.redis_url is not None
         client = aioredis.Redis.from_url(config.redis_url)
         frontier = cls(client, config, store)
-        with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it exists
-            await client.xgroup_create(frontier.keys[0], GROUP, id="0", mkstream=True)
+        try:
+            with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it exists
+                await client.xgroup_create(frontier.keys[0], GROUP, id="0", mkstream=True)
+        except RedisError as exc:
+            await client.aclose()
+            raise SystemExit(f"error: cannot use Redis at {config.redis_url}: {exc}") from None
         await frontier._add(keys=frontier.keys[:2], args=[0, *config.seeds])
         frontier._keepalive = asyncio.create_task(frontier._keep_alive())
         return frontier

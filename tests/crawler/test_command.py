@@ -43,3 +43,13 @@ async def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], mess
     assert err.count("\n") == 1, err
     assert err.startswith("error: ")
     assert message in err
+
+
+async def test_a_dead_redis_is_one_clear_line(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.sqlite")
+    code, _out, err = await run_crawler(
+        "http://127.0.0.1:1/", "--redis", "redis://127.0.0.1:1/0", "--db", db
+    )
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert err.startswith("error: cannot use Redis at redis://127.0.0.1:1/0")
