@@ -1,7 +1,7 @@
 """The example web app under load: health latency and CPU throughput, side by side in one run.
 
-    python -m benchmarks.bench_webapp              # 3 rounds of 8 s per setup (about 2.5 min)
-    python -m benchmarks.bench_webapp --quick      # 1 round of 3 s per setup
+    python -m benchmarks.bench_webapp              # 10 rounds of 3 s per setup (about 9 min)
+    python -m benchmarks.bench_webapp --quick      # 2 rounds of 2 s per setup
 
 Each setup is ``python -m examples.webapp`` in its own process on 127.0.0.1. For each:
 64 clients call ``GET /cpu`` (about 20 ms of pure Python each) back to back while one
@@ -14,17 +14,24 @@ client polls ``GET /health`` every 10 ms. Setups:
 - hybrid+metrics: the same with Prometheus metrics recorded and ``/metrics`` scraped
   every second;
 - executor nice: the executor with its workers at nice 10 too (is priority all it takes?);
-- hybrid nice 0: hybrid with its workers at the server's own priority.
+- hybrid nice 0: hybrid with its workers at the server's own priority;
+- executor again: the executor a second time, a control: the spread between two equal
+  setups is the benchmark's noise floor.
 
-Rounds run the setups in turn (every other round in reverse order), so drift on the
-(noisy, shared) machine hits all of them alike; the table quotes medians over rounds, and
-ratios are per-round ratios' medians.
+The machine's speed drifts by 10-20% over tens of seconds (it is shared), and a process
+can run a few percent faster or slower than an identical one for its whole life. So each
+round starts a fresh server per setup, warms them all up, then loads each in turn for a
+short window (every other round in reverse order): the windows compared lie seconds
+apart, and no setup keeps a lucky or unlucky process across rounds. The table quotes
+medians over rounds; ratios are medians of per-round ratios, with the rounds in which
+hybrid was ahead.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -46,8 +53,9 @@ HEALTH_INTERVAL_S = 0.01
 SCRAPE_INTERVAL_S = 1.0
 WORK_MS = 20.0  # CPU time of one /cpu call in a worker (examples.webapp.work.crunch)
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-WARMUP_S = 1.0  # load before measuring, so workers have imported the work and warmed up
-REQUEST_TIMEOUT_S = 30.0
+WARMUP_S = 1.0  # a first unmeasured window per server: workers import the work, caches fill
+RAMP_S = 0.5  # load before each measured window, so the server's queue is full
+REQUEST_TIMEOUT_S = 60.0  # inline, on a slow host, answers a /cpu call after ~5 s in line
 START_TIMEOUT_S = 30.0
 WORKER_NICE = 10  # what "executor nice" lowers its workers' priority by (hybrid's web default)
 SETUPS: dict[str, tuple[str, bool, int | None]] = {  # name: (mode, metrics, worker nice)
@@ -57,6 +65,7 @@ SETUPS: dict[str, tuple[str, bool, int | None]] = {  # name: (mode, metrics, wor
     "hybrid+metrics": ("hybrid", True, None),
     "executor nice": ("executor", False, WORKER_NICE),  # the executor given the same priority
     "hybrid nice 0": ("hybrid", False, 0),  # hybrid with its workers at this process's priority
+    "executor again": ("executor", False, 0),  # the baseline twice: how far apart equals come out
 }
 
 
@@ -68,6 +77,8 @@ class Run:
     health_polls: int
     errors: int
     parent_cpu_ms_per_request: float
+    workers_cpu_ms_per_request: float  # every process the server started
+    client_cpu_ms_per_request: float  # this process: the load and the health polls
 
 
 def free_port() -> int:
@@ -121,46 +132,89 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
 
-async def load(base: str, duration_s: float, scrape: bool, server_pid: int) -> Run:
-    """Warm up, then measure ``duration_s`` of CPU calls and health polls."""
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    connector = aiohttp.TCPConnector(limit=CLIENTS)
-    completed_at: list[float] = []
-    errors = 0
+def descendants_cpu_seconds(pid: int) -> float:
+    """CPU time of every live process descended from ``pid`` (its workers, fork server...)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except (OSError, ValueError):
+                continue
+    family, total = {pid}, 0.0
+    for child in sorted(parents):  # a child's pid is almost always above its parent's
+        if parents[child] in family:
+            family.add(child)
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(child)
+    return total
 
-    async def cpu_client(session: aiohttp.ClientSession) -> None:
+
+class Server:
+    """One setup's ``python -m examples.webapp`` for one round, and the client sessions
+    that load it (keep-alive: the warm-up's connections serve the measured window)."""
+
+    def __init__(self, setup: str) -> None:
+        mode, self.metrics, nice = SETUPS[setup]
+        self.setup = setup
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.process = start_server(mode, self.metrics, nice, port)
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        self.cpu_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CLIENTS), timeout=timeout
+        )
+        self.side_session = aiohttp.ClientSession(timeout=timeout)
+
+    async def wait_until_up(self) -> None:
+        await wait_until_up(self.side_session, self.base)
+
+    async def close(self) -> None:
+        await self.cpu_session.close()
+        await self.side_session.close()
+        await asyncio.to_thread(stop_server, self.process)
+
+
+async def window(server: Server, duration_s: float, ramp_s: float = RAMP_S) -> Run:
+    """Load one server: ``ramp_s`` unmeasured, then ``duration_s`` measured; then let every
+    client finish its request (none is cut off: a dropped request would cost hybrid a
+    worker, which it kills to stop the abandoned call)."""
+    base, completed_at, errors, stopping = server.base, [], 0, False
+
+    async def cpu_client() -> None:
         nonlocal errors
-        while True:
-            async with session.get(f"{base}/cpu") as response:
-                await response.read()
-                if response.status == 200:
-                    completed_at.append(time.perf_counter())
-                else:
-                    errors += 1
+        while not stopping:
+            try:
+                async with server.cpu_session.get(f"{base}/cpu") as response:
+                    await response.read()
+                    ok = response.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            if ok:
+                completed_at.append(time.perf_counter())
+            else:
+                errors += 1
 
-    async def scraper(session: aiohttp.ClientSession) -> None:
-        while True:
-            async with session.get(f"{base}/metrics") as response:
+    async def scraper() -> None:
+        while not stopping:
+            async with server.side_session.get(f"{base}/metrics") as response:
                 await response.read()
             await asyncio.sleep(SCRAPE_INTERVAL_S)
 
-    async with (
-        aiohttp.ClientSession(connector=connector, timeout=timeout) as cpu_session,
-        aiohttp.ClientSession(timeout=timeout) as side_session,
-    ):
-        await wait_until_up(side_session, base)
-        workers = [asyncio.ensure_future(cpu_client(cpu_session)) for _ in range(CLIENTS)]
-        if scrape:
-            workers.append(asyncio.ensure_future(scraper(side_session)))
-        try:
-            await asyncio.sleep(WARMUP_S)
-            started, cpu_before = time.perf_counter(), cpu_seconds(server_pid)
-            health_ms = await poll_health(side_session, base, started + duration_s)
-            ended, cpu_after = time.perf_counter(), cpu_seconds(server_pid)
-        finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+    clients = [asyncio.ensure_future(cpu_client()) for _ in range(CLIENTS)]
+    if server.metrics:
+        clients.append(asyncio.ensure_future(scraper()))
+    try:
+        await asyncio.sleep(ramp_s)
+        pid = server.process.pid
+        started, before = time.perf_counter(), _cpu_now(pid)
+        health_ms = await poll_health(server.side_session, base, started + duration_s)
+        ended, after = time.perf_counter(), _cpu_now(pid)
+    finally:
+        stopping = True
+        await asyncio.gather(*clients)
     done = sum(1 for at in completed_at if started <= at <= ended)
     health_ms.sort()
     return Run(
@@ -169,8 +223,15 @@ async def load(base: str, duration_s: float, scrape: bool, server_pid: int) -> R
         health_p99_ms=quantile(health_ms, 0.99),
         health_polls=len(health_ms),
         errors=errors,
-        parent_cpu_ms_per_request=1000 * (cpu_after - cpu_before) / max(1, done),
+        parent_cpu_ms_per_request=1000 * (after[0] - before[0]) / max(1, done),
+        workers_cpu_ms_per_request=1000 * (after[1] - before[1]) / max(1, done),
+        client_cpu_ms_per_request=1000 * (after[2] - before[2]) / max(1, done),
     )
+
+
+def _cpu_now(server_pid: int) -> tuple[float, float, float]:
+    """CPU seconds so far of the server's process, its descendants, and this process."""
+    return cpu_seconds(server_pid), descendants_cpu_seconds(server_pid), time.process_time()
 
 
 async def poll_health(session: aiohttp.ClientSession, base: str, until: float) -> list[float]:
@@ -191,16 +252,6 @@ def quantile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
 
 
-async def measure(setup: str, duration_s: float) -> Run:
-    mode, metrics, nice = SETUPS[setup]
-    port = free_port()
-    server = start_server(mode, metrics, nice, port)
-    try:
-        return await load(f"http://127.0.0.1:{port}", duration_s, metrics, server.pid)
-    finally:
-        await asyncio.to_thread(stop_server, server)
-
-
 def report(runs: dict[str, list[Run]]) -> None:
     def med(setup: str, field: str) -> float:
         return float(statistics.median(getattr(run, field) for run in runs[setup]))
@@ -209,30 +260,55 @@ def report(runs: dict[str, list[Run]]) -> None:
         pairs = zip(runs[setup], runs[baseline], strict=True)
         return statistics.median(a.throughput_per_s / b.throughput_per_s for a, b in pairs)
 
+    def rounds_ahead(setup: str, baseline: str) -> int:
+        pairs = zip(runs[setup], runs[baseline], strict=True)
+        return sum(a.throughput_per_s >= b.throughput_per_s for a, b in pairs)
+
     rounds = len(next(iter(runs.values())))
     print(f"\nmedians over {rounds} round(s); {CLIENTS} clients on /cpu, /health every 10 ms")
-    print(f"{'setup':<16}{'cpu req/s':>10}{'vs executor':>13}{'health p50 ms':>15}"
-          f"{'health p99 ms':>15}{'parent CPU ms/req':>19}{'errors':>8}")  # fmt: skip
+    print(f"{'setup':<16}{'cpu req/s':>10}{'vs executor':>13}{'ahead':>8}{'health p50 ms':>15}"
+          f"{'health p99 ms':>15}{'CPU ms/req: server':>20}{'workers':>9}{'client':>8}"
+          f"{'server %':>10}{'errors':>8}")  # fmt: skip
     for setup in runs:
-        versus = f"{ratio(setup, 'executor'):.2f}x" if "executor" in runs else "-"
+        versus, ahead = "-", "-"
+        if "executor" in runs and setup != "executor":
+            versus = f"{ratio(setup, 'executor'):.2f}x"
+            ahead = f"{rounds_ahead(setup, 'executor')}/{rounds}"
         print(
-            f"{setup:<16}{med(setup, 'throughput_per_s'):>10.1f}{versus:>13}"
+            f"{setup:<16}{med(setup, 'throughput_per_s'):>10.1f}{versus:>13}{ahead:>8}"
             f"{med(setup, 'health_p50_ms'):>15.2f}{med(setup, 'health_p99_ms'):>15.2f}"
-            f"{med(setup, 'parent_cpu_ms_per_request'):>19.3f}{med(setup, 'errors'):>8.0f}"
+            f"{med(setup, 'parent_cpu_ms_per_request'):>20.3f}"
+            f"{med(setup, 'workers_cpu_ms_per_request'):>9.2f}"
+            f"{med(setup, 'client_cpu_ms_per_request'):>8.2f}"
+            f"{100 * statistics.median(map(parent_share, runs[setup])):>9.2f}%"
+            f"{med(setup, 'errors'):>8.0f}"
         )
     if {"hybrid", "hybrid+metrics"} <= runs.keys():
-        extra_ms = med("hybrid+metrics", "parent_cpu_ms_per_request") - med(
-            "hybrid", "parent_cpu_ms_per_request"
+        # The machine's speed scales every process's CPU per request alike, so the parent's
+        # share of a request's CPU is compared, round by round, rather than milliseconds.
+        extra = statistics.median(
+            parent_share(a) - parent_share(b)
+            for a, b in zip(runs["hybrid+metrics"], runs["hybrid"], strict=True)
         )
-        cost_ms = WORK_MS + med("hybrid", "parent_cpu_ms_per_request")
         change = ratio("hybrid+metrics", "hybrid") - 1
-        print(f"\nmetrics: throughput {100 * change:+.1f}% vs hybrid (noisy); parent CPU "
-              f"{extra_ms:+.3f} ms/request = {100 * extra_ms / cost_ms:+.2f}% of the "
-              f"{cost_ms:.1f} ms of CPU a request costs (goal < 2%)")  # fmt: skip
+        print(f"\nmetrics: throughput {100 * change:+.1f}% vs hybrid (noisy); the server's "
+              f"share of a request's CPU {100 * extra:+.2f} points (goal < 2%)")  # fmt: skip
     if {"hybrid", "executor"} <= runs.keys():
         p99_ms, speed = med("hybrid", "health_p99_ms"), ratio("hybrid", "executor")
+        wins = rounds_ahead("hybrid", "executor")
         print(f"hybrid health p99: {p99_ms:.2f} ms (goal < 5 ms); "
-              f"hybrid / executor throughput: {speed:.2f}x (goal >= 1)")  # fmt: skip
+              f"hybrid / executor throughput: {speed:.2f}x (goal >= 1), "
+              f"hybrid ahead in {wins} of {rounds} rounds")  # fmt: skip
+
+
+def parent_share(run: Run) -> float:
+    """The server process's part of all the CPU a request costs (server, workers, client)."""
+    total = (
+        run.parent_cpu_ms_per_request
+        + run.workers_cpu_ms_per_request
+        + run.client_cpu_ms_per_request
+    )
+    return run.parent_cpu_ms_per_request / total if total else 0.0
 
 
 def work_call_ms() -> float:
@@ -251,13 +327,15 @@ async def main(rounds: int, duration_s: float, setups: list[str]) -> None:
     for number in range(1, rounds + 1):
         print(f"round {number}: one /cpu call takes {work_call_ms():.1f} ms here now "
               f"(~{WORK_MS:.0f} ms on an idle core)", flush=True)  # fmt: skip
-        for setup in setups if number % 2 else reversed(setups):
-            run = await measure(setup, duration_s)
+        order = setups if number % 2 else setups[::-1]
+        for setup, run in zip(order, await one_round(order, duration_s), strict=True):
             runs[setup].append(run)
             print(
                 f"round {number} {setup:<15} {run.throughput_per_s:7.1f} req/s  "
                 f"health p50 {run.health_p50_ms:7.2f} ms  p99 {run.health_p99_ms:8.2f} ms  "
-                f"parent CPU {run.parent_cpu_ms_per_request:.3f} ms/req",
+                f"CPU ms/req: server {run.parent_cpu_ms_per_request:.2f} "
+                f"workers {run.workers_cpu_ms_per_request:.2f} "
+                f"client {run.client_cpu_ms_per_request:.2f}",
                 flush=True,
             )
     report(runs)
@@ -265,13 +343,25 @@ async def main(rounds: int, duration_s: float, setups: list[str]) -> None:
           "skew single runs; compare within a round)")  # fmt: skip
 
 
+async def one_round(setups: list[str], duration_s: float) -> list[Run]:
+    """Fresh servers for every setup, warmed up, then one window each, in this order."""
+    servers = [Server(setup) for setup in setups]
+    try:
+        for server in servers:
+            await server.wait_until_up()
+            await window(server, WARMUP_S, ramp_s=0.0)
+        return [await window(server, duration_s) for server in servers]
+    finally:
+        await asyncio.gather(*(server.close() for server in servers))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per run")
-    parser.add_argument("--quick", action="store_true", help="1 round of 3 s")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds a window")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s")
     parser.add_argument("--only", nargs="+", choices=list(SETUPS), default=list(SETUPS))
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.duration = 1, 3.0
+        args.rounds, args.duration = 2, 2.0
     hybrid.run(main(args.rounds, args.duration, args.only))
