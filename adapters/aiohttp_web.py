@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
 from aiohttp import web
 
 import hybrid
+from hybrid import ticks
 from hybrid.lag import LoopLagWatch
 from hybrid.logs import call_with_task_id
 
@@ -321,7 +322,7 @@ class _DisconnectWatch:
         waiter = _Waiter(request, on_gone)
         self._waiters.add(waiter)
         if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)
+            self._schedule()
         return waiter
 
     def discard(self, waiter: _Waiter) -> None:
@@ -336,4 +337,10 @@ class _DisconnectWatch:
                 waiter.client_gone = True
                 waiter.on_gone()
         if self._waiters:
-            self._handle = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        # On the shared grid, so the check rides the engine's own wake-ups.
+        loop = asyncio.get_running_loop()
+        delay_s = ticks.until_next(loop.time(), DISCONNECT_POLL_S)
+        self._handle = loop.call_later(delay_s, self._check)

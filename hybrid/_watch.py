@@ -8,6 +8,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from . import ticks
 from ._liveness import WorkerLiveness
 from .messaging.detector import DetectorConfig, FailureDetector
 
@@ -51,8 +52,9 @@ def rss_bytes(pid: int) -> int | None:
 async def watch(pool: Pool) -> None:
     """Kill hung workers and recycle bloated ones, until cancelled."""
     tick = 0
+    loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(WATCH_INTERVAL_S)
+        await asyncio.sleep(ticks.until_next(loop.time(), WATCH_INTERVAL_S))
         tick += 1
         now = time.monotonic()
         for slot in list(pool.slots):

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 
+from . import ticks
+
 logger = logging.getLogger("hybrid.lag")
 
 ASYNCIO_SLOW_CALLBACK_MESSAGE = "Executing %s took %.3f seconds"  # asyncio/base_events.py
@@ -73,7 +75,8 @@ class LoopLagWatch:
     """Measures the running loop's lag continuously and warns when something blocks it.
 
     Args:
-        interval_s: time between measurements (each costs the loop a wake-up, and a side
+        interval_s: time between measurements (each costs the loop a wake-up, shared
+            with the engine's watch on the grid of :mod:`hybrid.ticks`, and a side
             thread another).
         warn_after_s: lag past which a :class:`Stall` is recorded and a warning logged on
             the ``hybrid.lag`` logger.
@@ -172,9 +175,12 @@ class LoopLagWatch:
         await self.stop()
 
     async def _measure(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            self._due_at = time.monotonic() + self.interval_s
-            await asyncio.sleep(self.interval_s)
+            # On the shared grid: the engine's own watch wakes the loop at the same moment.
+            delay_s = ticks.until_next(loop.time(), self.interval_s)
+            self._due_at = time.monotonic() + delay_s
+            await asyncio.sleep(delay_s)
             now = time.monotonic()
             self._record(max(0.0, now - self._due_at), now)
 
@@ -205,20 +211,27 @@ class LoopLagWatch:
     def _sample_stalls(self, loop_thread: int) -> None:
         """Side thread: grab the loop thread's stack once per overdue wake-up.
 
-        It sleeps until the pending wake-up would be overdue by half the threshold, so a
-        healthy loop costs it one wake-up per measurement at most (it takes the GIL).
+        It sleeps until the pending wake-up would be overdue by half the threshold. On a
+        healthy loop that wake-up has come by then, so the thread finds the next one
+        pending and sleeps again: one wake-up per measurement (it takes the GIL).
         """
-        min_wait_s = min(self.interval_s, self.warn_after_s) / 2
-        wait_s = min_wait_s
-        while not self._stopping.wait(wait_s):
-            tick = self._tick
-            overdue_s = time.monotonic() - self._due_at
-            already = self._sampled is not None and self._sampled[0] == tick
-            if overdue_s >= self.warn_after_s / 2 and not already:
-                frame = sys._current_frames().get(loop_thread)
-                if frame is not None:
-                    self._sampled = (tick, _format_stack(frame))
-            wait_s = max(min_wait_s, self.warn_after_s / 2 - overdue_s)
+        recheck_s = min(self.interval_s, self.warn_after_s) / 2  # while the loop is stuck
+        while True:
+            wait_s = self._due_at + self.warn_after_s / 2 - time.monotonic()
+            if wait_s <= 0:
+                self._sample_once(loop_thread)
+                wait_s = recheck_s
+            if self._stopping.wait(wait_s):
+                return
+
+    def _sample_once(self, loop_thread: int) -> None:
+        """Keep the loop thread's stack, unless this overdue wake-up was sampled already."""
+        tick = self._tick
+        if self._sampled is not None and self._sampled[0] == tick:
+            return
+        frame = sys._current_frames().get(loop_thread)
+        if frame is not None:
+            self._sampled = (tick, _format_stack(frame))
 
     def _note_slow_callback(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()

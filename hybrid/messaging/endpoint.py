@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from hybrid import ticks
 from hybrid.messaging.clock import PeerClock
 from hybrid.messaging.codec import Codec, RejectedMessage
 from hybrid.messaging.deadline import DeadlineGate
@@ -207,9 +208,10 @@ class Endpoint:
                 self._inbox.put_nowait(envelope)
 
     async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self.tick()
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(ticks.until_next(loop.time(), TICK_S))
 
     async def __aenter__(self) -> Endpoint:
         self._tasks = [
