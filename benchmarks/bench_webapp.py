@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import statistics
@@ -88,9 +89,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(
-    mode: str, metrics: bool, nice: int | None, port: int
-) -> subprocess.Popen[bytes]:
+def start_server(mode: str, metrics: bool, nice: int | None, port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "examples.webapp", "--mode", mode, "--port", str(port)]
     if nice is not None:
         command += ["--worker-nice", str(nice)]
@@ -296,9 +295,26 @@ def report(runs: dict[str, list[Run]]) -> None:
     if {"hybrid", "executor"} <= runs.keys():
         p99_ms, speed = med("hybrid", "health_p99_ms"), ratio("hybrid", "executor")
         wins = rounds_ahead("hybrid", "executor")
+        low, high = ratio_interval(runs["hybrid"], runs["executor"])
         print(f"hybrid health p99: {p99_ms:.2f} ms (goal < 5 ms); "
-              f"hybrid / executor throughput: {speed:.2f}x (goal >= 1), "
-              f"hybrid ahead in {wins} of {rounds} rounds")  # fmt: skip
+              f"hybrid / executor throughput: {speed:.2f}x (95% interval {low:.2f}-{high:.2f}; "
+              f"goal >= 1), hybrid ahead in {wins} of {rounds} rounds")  # fmt: skip
+    if {"executor again", "executor"} <= runs.keys():
+        low, high = ratio_interval(runs["executor again"], runs["executor"])
+        print(f"control, executor again / executor: {ratio('executor again', 'executor'):.2f}x "
+              f"(95% interval {low:.2f}-{high:.2f}): the spread of two equal setups")  # fmt: skip
+
+
+def ratio_interval(
+    runs: list[Run], baselines: list[Run], resamples: int = 4000
+) -> tuple[float, float]:
+    """A 95% bootstrap interval of the median per-round throughput ratio."""
+    ratios = [a.throughput_per_s / b.throughput_per_s for a, b in zip(runs, baselines, strict=True)]
+    draw = random.Random(8)  # fixed: the same rounds always give the same interval
+    medians = sorted(
+        statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(resamples)
+    )
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def parent_share(run: Run) -> float:
