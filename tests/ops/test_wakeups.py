@@ -46,7 +46,7 @@ async def loop_sleeps_while_a_request_waits(selector: CountingSelector, started:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession() as http:
             request = asyncio.ensure_future(http.get(f"http://127.0.0.1:{port}/slow"))
