@@ -268,12 +268,16 @@ def _tell(
 
 
 def _task_times(task: Any) -> tuple[float | None, float | None]:
-    """Queue wait and run time (as the parent saw them) of a task's last attempt."""
+    """Queue wait and run time of a task: the run as its worker timed it, the wait all the
+    rest since it was submitted. A task sent to wait behind another on its worker is
+    queueing there, not running. Without a report (its worker died) the run is counted
+    from the moment its last batch was sent."""
     batch = task.batch
     if batch is None:
         return None, None
     now = asyncio.get_running_loop().time()
-    return max(0.0, batch.started_at - task.submitted_at), max(0.0, now - batch.started_at)
+    run_s = task.run_s if task.run_s is not None else max(0.0, now - batch.started_at)
+    return max(0.0, now - task.submitted_at - run_s), run_s
 
 
 def _unavailable(

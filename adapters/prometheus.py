@@ -11,7 +11,7 @@ name                                       type       labels
 hybrid_tasks_{submitted,completed,failed,  counter    pool, function (calls made by offload)
 crashed,timed_out,cancelled,rejected}_total
 hybrid_task_queue_wait_seconds             histogram  pool, function
-hybrid_task_run_seconds                    histogram  pool, function (round trip, parent clock)
+hybrid_task_run_seconds                    histogram  pool, function (in-worker run time)
 hybrid_engine_tasks_{submitted,completed,  counter    pool (every task of the engine)
 failed,crashed,timed_out,cancelled}_total
 hybrid_engine_round_trips_total            counter    pool
@@ -120,14 +120,14 @@ class EngineMetrics:
         }
         self._queue_wait = Histogram(
             "hybrid_task_queue_wait_seconds",
-            "Time calls waited for a worker.",
+            "Time calls waited to run: in the queue, and on a worker behind another call.",
             labels,
             buckets=TIME_BUCKETS_S,
             registry=self.registry,
         )
         self._run = Histogram(
             "hybrid_task_run_seconds",
-            "Time from dispatch to result, as the parent saw it.",
+            "Time calls ran, as their worker timed them (from dispatch when it died).",
             labels,
             buckets=TIME_BUCKETS_S,
             registry=self.registry,

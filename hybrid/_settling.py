@@ -103,6 +103,8 @@ class Settler:
     ) -> None:
         if not values:
             return
+        if seconds:
+            task.run_s = (task.run_s or 0.0) + seconds
         skipped = sum(1 for outcome in problems.values() if outcome is None) if problems else 0
         ran = len(values) - skipped
         if ran:

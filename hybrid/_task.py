@@ -55,6 +55,7 @@ class Task:
         "pool",
         "results",
         "retries_left",
+        "run_s",
         "state",
         "submitted_at",
         "timeout_s",
@@ -92,6 +93,8 @@ class Task:
         self.timeout_s = timeout_s
         self.retries_left = retries
         self.attempts = 0
+        # Seconds its calls ran, as its worker timed them; None until a worker reported.
+        self.run_s: float | None = None
         self.state = TaskState.QUEUED
         self.batch: Batch | None = None
         self.submitted_at = submitted_at

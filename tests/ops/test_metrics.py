@@ -103,6 +103,40 @@ async def test_metrics_are_scraped_and_parsed_after_load(
         assert rss > 1_000_000
 
 
+CALL_S = 0.1  # a call short enough that the pool sends the next one to wait behind it
+
+
+async def sleep_route(request: web.Request) -> web.Response:
+    return web.json_response(await aiohttp_web.offload(request, tasks.sleep_then, CALL_S, 1))
+
+
+async def test_run_time_is_the_calls_own_and_a_wait_behind_another_is_queueing(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    """Regression: the run time was counted from the moment a call was sent, so a call
+    sent to wait on its worker behind another (pipelined) ran "twice as long" and its wait
+    was missing from the queue-wait histogram."""
+    app = web.Application()
+    aiohttp_web.setup(app, workers=1, metrics=True)
+    app.router.add_get("/sleep", sleep_route)
+    server = await serve(app)
+
+    async def call() -> None:
+        async with http.get(server.make_url("/sleep")) as response:
+            assert response.status == 200
+
+    for _ in range(2):  # the pool learns the call is short, and pipelines it from then on
+        await call()
+    await asyncio.gather(*(call() for _ in range(6)))
+    samples = await scrape(http, str(server.make_url("/metrics")))
+    fn = {"pool": "default", "function": "sleep_then"}
+    calls = value(samples, "hybrid_task_run_seconds_count", **fn)
+    assert calls == 8
+    assert value(samples, "hybrid_task_run_seconds_sum", **fn) / calls < 1.3 * CALL_S
+    # Six calls at once on one worker wait 0, 1, ..., 5 calls' time: 2.5 on average.
+    assert value(samples, "hybrid_task_queue_wait_seconds_sum", **fn) / 6 > 2 * CALL_S
+
+
 async def test_the_grafana_dashboard_charts_only_metrics_that_exist(
     serve: Serve, http: aiohttp.ClientSession, redis_url: str
 ) -> None:
