@@ -47,8 +47,6 @@ class Pool:
     ) -> None:
         self.name = name
         self._log_to = log_to
-        # Timeouts of batches sent behind another on their worker: not running yet.
-        self._timeouts_waiting: dict[Batch, float] = {}
         self.spec = spec
         self.max_tasks_per_child = spec.max_tasks_per_child
         self.max_queued = spec.max_queued
@@ -333,17 +331,14 @@ class Pool:
             return
         self.counters.round_trips += 1
         future.add_done_callback(lambda done: self._settle(batch, done))
-        timeout_s = tasks[0].timeout_s
-        if timeout_s is not None:
-            if len(slot.in_flight) > 1:
-                self._timeouts_waiting[batch] = timeout_s  # started once the batch ahead ends
-            else:
-                batch.timer = self._loop.call_later(timeout_s, self._expire, batch)
+        if len(slot.in_flight) == 1:
+            self._start_timeout(batch)  # else when the batch ahead of it settles
         self._wake_room_waiters()
 
-    def _start_waiting_timeout(self, batch: Batch) -> None:
-        timeout_s = self._timeouts_waiting.pop(batch, None)
-        if timeout_s is not None and not batch.settled:
+    def _start_timeout(self, batch: Batch) -> None:
+        """Arm a batch's timeout as it starts to run (not while it waits behind another)."""
+        timeout_s = batch.tasks[0].timeout_s if batch.tasks else None
+        if timeout_s is not None and batch.timer is None and not batch.settled:
             batch.timer = self._loop.call_later(timeout_s, self._expire, batch)
 
     def _expire(self, batch: Batch) -> None:
@@ -375,9 +370,8 @@ class Pool:
             batch.timer.cancel()
         slot = batch.slot
         slot.in_flight.remove(batch)
-        self._timeouts_waiting.pop(batch, None)
         if slot.in_flight:
-            self._start_waiting_timeout(slot.in_flight[0])
+            self._start_timeout(slot.in_flight[0])
         error = future.exception()
         if error is None:
             report = future.result()

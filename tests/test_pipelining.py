@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+import hybrid
 from tests import tasks
 from tests.helpers import worker_pids
 
@@ -26,6 +29,21 @@ async def test_a_timed_call_waiting_behind_another_is_not_timed_out_by_the_wait(
     assert list(await asyncio.wait_for(asyncio.gather(ahead, timed), 10)) == ["ahead", "timed"]
     assert worker_pids(engine) == [pid]  # no timeout killed the worker
     assert engine.stats().round_trips >= 7
+
+
+async def test_a_timed_call_waiting_behind_another_times_out_once_it_runs(
+    make_engine: Callable[..., Any],
+) -> None:
+    engine = await make_engine(workers=1)
+    for _ in range(5):
+        await engine.run(tasks.sleep_then, 0.001)
+    ahead = asyncio.ensure_future(engine.run(tasks.sleep_then, TIMEOUT_S / 2, "ahead"))
+    await asyncio.sleep(0.05)
+    timed = asyncio.ensure_future(engine.run(tasks.sleep_then, 30.0, "timed", timeout=TIMEOUT_S))
+    assert await asyncio.wait_for(ahead, 10) == "ahead"
+    with pytest.raises(hybrid.TaskTimeout):
+        await asyncio.wait_for(timed, 10)
+    assert engine.stats().timed_out == 1
 
 
 async def test_under_saturation_a_worker_holds_its_next_task_like_the_stdlib_executor(
