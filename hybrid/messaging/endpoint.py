@@ -81,6 +81,7 @@ class Endpoint:
         self._last_received: dict[str, _Received] = {}
         self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     @property
     def peer_id(self) -> str:
@@ -197,8 +198,12 @@ class Endpoint:
         """Return the failure detector judging ``peer``."""
         return self.peers.detector(peer)
 
+    # Both loops also stop on _closing, not on cancellation alone: a transport may swallow
+    # a cancellation (redis-py times its sends with Python 3.11's asyncio.wait_for, which
+    # returns the result when the task is cancelled just as the send completes).
+
     async def _receive_forever(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 _, data = await self.transport.receive()
             except TransportClosed:
@@ -209,11 +214,12 @@ class Endpoint:
 
     async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             await self.tick()
             await asyncio.sleep(ticks.until_next(loop.time(), TICK_S))
 
     async def __aenter__(self) -> Endpoint:
+        self._closing = False
         self._tasks = [
             asyncio.create_task(self._receive_forever()),
             asyncio.create_task(self._tick_forever()),
@@ -226,6 +232,7 @@ class Endpoint:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -160,3 +160,49 @@ async def test_a_peer_that_left_does_not_stop_the_heartbeats_to_others() -> None
             before = c.detector("a").observations
             await until(lambda: c.detector("a").observations > before + 5)
             assert c.state("a") is PeerState.ALIVE
+
+
+class CancellationSwallowingTransport:
+    """Returns normally from a cancelled receive, as a redis-py call can on Python 3.11:
+    redis-py times its sends with ``asyncio.wait_for``, which there returns the result
+    when the task is cancelled just as the send completes."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.swallowing = True
+
+    @property
+    def address(self) -> str:
+        return self.inner.address
+
+    async def send(self, destination: str, data: bytes) -> None:
+        await self.inner.send(destination, data)
+
+    async def receive(self) -> tuple[str, bytes]:
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            if not self.swallowing:
+                raise
+        return "elsewhere", b"not an envelope"
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_endpoint_stops_when_its_transport_swallows_the_cancellation() -> None:
+    """Regression: Endpoint's loops stopped on cancellation alone, so a transport that
+    swallowed it kept them going and leaving the endpoint hung (a CI run over Redis)."""
+    transport = CancellationSwallowingTransport(InMemoryNetwork().connect("a"))
+    endpoint = Endpoint(transport, KEY, config=FAST)
+    await endpoint.__aenter__()
+    await asyncio.sleep(0.05)  # the receive loop is waiting in the transport
+    closing = asyncio.ensure_future(endpoint.__aexit__(None, None, None))
+    done, _ = await asyncio.wait({closing}, timeout=5)
+    transport.swallowing = False
+    if not done:  # let the test fail rather than hang
+        for task in endpoint._tasks:
+            task.cancel()
+        await closing
+    assert done, "the endpoint did not stop"
+    assert sum(endpoint.codec.rejections.values()) > 0  # its receive loop ran, and got junk
