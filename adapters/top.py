@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -213,8 +214,12 @@ def top_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="hybrid top", description="Live view of a hybrid engine's metrics endpoint."
     )
-    parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"default: {DEFAULT_URL}")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    parser.add_argument(
+        "url", nargs="?", type=_metrics_url, default=DEFAULT_URL, help=f"default: {DEFAULT_URL}"
+    )
+    parser.add_argument(
+        "--interval", type=_positive_s, default=1.0, help="seconds between refreshes"
+    )
     parser.add_argument("--once", action="store_true", help="print one view and exit")
     args = parser.parse_args(argv)
     console = Console()
@@ -225,12 +230,36 @@ def top_command(argv: list[str]) -> int:
             console.print(render(scrape(args.url), before, args.url))
             return 0
         _watch(console, args.url, args.interval)
-    except (urllib.error.URLError, OSError) as exc:
-        console.print(f"hybrid top: cannot read {args.url}: {exc}", style="red")
-        return 1
+    except urllib.error.URLError as exc:
+        return _fail(console, f"cannot read {args.url}: {exc.reason}")
+    except OSError as exc:
+        return _fail(console, f"cannot read {args.url}: {exc}")
+    except ValueError as exc:  # prometheus_client's parser on a page that is not metrics
+        return _fail(console, f"{args.url} is not a metrics page: {exc}")
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _fail(console: Console, message: str) -> int:
+    console.print(f"hybrid top: {message}", style="red", soft_wrap=True)  # one line, unwrapped
+    return 1
+
+
+def _metrics_url(text: str) -> str:
+    if urllib.parse.urlsplit(text).scheme not in ("http", "https") or "//" not in text:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    return text
+
+
+def _positive_s(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return seconds
 
 
 def _watch(console: Console, url: str, interval_s: float) -> None:

@@ -47,7 +47,9 @@ def test_top_says_when_it_cannot_read_the_endpoint(capsys: pytest.CaptureFixture
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert top_command([f"http://127.0.0.1:{port}/metrics", "--once"]) == 1
-    assert "cannot read" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "cannot read" in shown
+    assert "Connection refused" in shown
 
 
 async def test_top_once_shows_messaging_peers_with_their_state_and_timing(
@@ -73,3 +75,37 @@ async def test_top_once_shows_messaging_peers_with_their_state_and_timing(
     row = next(line for line in shown.splitlines() if "edge" in line and "core" in line)
     assert "alive" in row
     assert "0.0 ms" in row  # same host: no clock offset
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["not-a-url"], "not an http(s) URL: 'not-a-url'"),
+        (["ftp://127.0.0.1/metrics"], "not an http(s) URL"),
+        (["--interval", "0"], "must be > 0"),
+        (["--interval", "soon"], "not a number of seconds"),
+    ],
+)
+def test_top_refuses_bad_arguments_in_one_line(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        top_command([*argv, "--once"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert said in error
+    assert "Traceback" not in error
+
+
+async def test_top_says_when_the_page_is_not_metrics(
+    serve: Serve, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html><body>a web page</body></html>\n")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    server = await serve(app)
+    url = str(server.make_url("/"))
+    assert await asyncio.to_thread(top_command, [url, "--once", "--interval", "0.1"]) == 1
+    assert "is not a metrics page" in capsys.readouterr().out
