@@ -1,4 +1,4 @@
-"""HTTP fetcher over one ``aiohttp.ClientSession``, implementing :class:`hybrid.fetching.Fetcher`.
+"""HTTP fetcher over one ``aiohttp.ClientSession`` (the crawler's ``Fetcher`` protocol).
 
 What it does for each URL: per-host concurrency limits and pacing (a fixed delay such as
 robots.txt's Crawl-delay, and an AutoThrottle-style delay that follows the host's
@@ -29,13 +29,50 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("adapters.aiohttp needs aiohttp: pip install 'hybrid[http]'") from exc
 
-from hybrid.fetching import FetchResult
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 READ_CHUNK_BYTES = 64 * 1024
 CONTENT_ENCODING = "Content-Encoding"
 LATENCY_SMOOTHING = 0.3  # weight of the newest sample in the per-host latency average
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The outcome of fetching one URL.
+
+    Attributes:
+        url: the URL asked for.
+        final_url: the URL that answered, after redirects.
+        status: the final HTTP status, or 0 when no response came.
+        content_type: the media type without parameters (``"text/html"``), lower case.
+        body: the response body; empty when it was not read (error, filtered type).
+        headers: the final response's headers.
+        transit_s: seconds from sending the request to the end of the body, measured on
+            the event loop (retries and waits for politeness excluded).
+        attempts: requests made, retries included.
+        redirects: redirects followed.
+        error: ``None`` on success, else a short reason such as ``"timeout"``,
+            ``"dns: ..."``, ``"http 404"``, ``"redirect loop"`` or ``"too large"``.
+        filtered: the body was not read because its content type is not wanted (a skip
+            rather than a failure; ``error`` names the type).
+    """
+
+    url: str
+    final_url: str
+    status: int
+    content_type: str = ""
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    transit_s: float = 0.0
+    attempts: int = 1
+    redirects: int = 0
+    error: str | None = None
+    filtered: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True)

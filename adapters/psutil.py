@@ -10,7 +10,7 @@ What it reports is what this process is really given:
 
 * CPU over the CPUs in this process's affinity (a cpuset), not the whole host, with
   steal time (a hypervisor serving another guest) counted as busy and reported apart;
-* memory against the cgroup limit when there is one (:func:`hybrid.memory.memory_truth`),
+* memory against the cgroup limit when there is one (:func:`hybrid.machine.memory_truth`),
   else against the RAM.
 
 Use (one look; the engine makes it every interval and feeds the policy)::
@@ -37,8 +37,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from hybrid._machine import usable_cpu_ids
-from hybrid.memory import MemoryTruth, memory_truth, memory_used_bytes
+from hybrid.machine import MemoryTruth, memory_truth, memory_used_bytes, usable_cpu_ids
 from hybrid.resources import ProcessSample, ResourceSample, SystemSample
 
 try:

@@ -1,6 +1,6 @@
 """SQLite store over aiosqlite: WAL mode, one batching writer task, readers that never block it.
 
-:class:`SqliteStore` implements :class:`hybrid.storage.Store`. One writer connection is
+:class:`SqliteStore` implements :class:`examples.crawler.storage.Store`. One writer connection is
 driven by one task that gathers every pending :meth:`SqliteStore.write` call into one
 transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), running each distinct statement once
 with ``executemany`` over the rows of all calls, in first-appearance order. Readers use a
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,24 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("adapters.sqlite needs aiosqlite: pip install 'hybrid[sqlite]'") from exc
 
-from hybrid.storage import Row, Write
+from hybrid import HybridError
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Write:
+    """One statement and the parameter rows it runs with (one execution per row)."""
+
+    sql: str
+    rows: Sequence[Row]
+
 
 BATCH_MAX_CALLS = 512  # write() calls merged into one transaction at most
 BATCH_LINGER_S = 0.005  # wait this long for more calls before committing a batch
 
 
-class SchemaTooNew(RuntimeError):
+class SchemaTooNew(HybridError, RuntimeError):
     """The database was written by a newer program (its user_version is higher)."""
 
 

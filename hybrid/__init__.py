@@ -1,7 +1,9 @@
 """hybrid: an asyncio event loop for I/O, worker processes for CPU-bound calls.
 
 Names are imported on first use, so a worker process, which needs only
-``hybrid._worker``, does not load the engine, asyncio's machinery or the messaging layer.
+``hybrid._core.worker``, does not load the engine, asyncio's machinery or the messaging
+layer. ``_EXPORTS`` is the one table of public names; ``__all__`` is made from it, and a
+test checks that the ``TYPE_CHECKING`` imports below (for type checkers) match it.
 """
 
 from __future__ import annotations
@@ -10,73 +12,74 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from ._engine import Engine
+    from ._core.engine import Engine as Engine
+    from ._core.map import MapResults as MapResults
+    from ._core.runner import run as run
+    from ._core.spec import PoolSpec as PoolSpec
+    from ._core.stats import EngineStats as EngineStats, WorkerStats as WorkerStats
+    from ._core.worker import current_task_id as current_task_id
     from ._errors import (
-        EngineClosed,
-        HybridError,
-        NotPicklable,
-        Overloaded,
-        RemoteError,
-        RemoteTraceback,
-        TaskTimeout,
-        WorkerCrashed,
-        WorkerStartError,
+        EngineClosed as EngineClosed,
+        HybridError as HybridError,
+        IsolationError as IsolationError,
+        LeaseReleased as LeaseReleased,
+        LockTimeout as LockTimeout,
+        MemoryLimitExceeded as MemoryLimitExceeded,
+        NotPicklable as NotPicklable,
+        OptimisticConflict as OptimisticConflict,
+        Overloaded as Overloaded,
+        RejectedMessage as RejectedMessage,
+        RemoteError as RemoteError,
+        RemoteTraceback as RemoteTraceback,
+        TaskTimeout as TaskTimeout,
+        TransportClosed as TransportClosed,
+        UnknownPeer as UnknownPeer,
+        WorkerCrashed as WorkerCrashed,
+        WorkerStartError as WorkerStartError,
     )
-    from ._machine import usable_cpus
-    from ._map import MapResults
-    from ._runner import run
-    from ._spec import PoolSpec
-    from ._stats import EngineStats, WorkerStats
-    from ._worker import current_task_id
-    from .isolation import MemoryLimitExceeded
+    from .machine import usable_cpus as usable_cpus
 
-_HOMES = {
-    "Engine": "._engine",
-    "EngineClosed": "._errors",
-    "HybridError": "._errors",
-    "NotPicklable": "._errors",
-    "Overloaded": "._errors",
-    "RemoteError": "._errors",
-    "RemoteTraceback": "._errors",
-    "TaskTimeout": "._errors",
-    "WorkerCrashed": "._errors",
-    "WorkerStartError": "._errors",
-    "usable_cpus": "._machine",
-    "MapResults": "._map",
-    "run": "._runner",
-    "PoolSpec": "._spec",
-    "EngineStats": "._stats",
-    "WorkerStats": "._stats",
-    "current_task_id": "._worker",
-    "MemoryLimitExceeded": ".isolation",
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "Engine": "._core.engine",
+    "MapResults": "._core.map",
+    "run": "._core.runner",
+    "PoolSpec": "._core.spec",
+    "EngineStats": "._core.stats",
+    "WorkerStats": "._core.stats",
+    "current_task_id": "._core.worker",
+    "usable_cpus": ".machine",
+    **dict.fromkeys(
+        (
+            "EngineClosed",
+            "HybridError",
+            "IsolationError",
+            "LeaseReleased",
+            "LockTimeout",
+            "MemoryLimitExceeded",
+            "NotPicklable",
+            "OptimisticConflict",
+            "Overloaded",
+            "RejectedMessage",
+            "RemoteError",
+            "RemoteTraceback",
+            "TaskTimeout",
+            "TransportClosed",
+            "UnknownPeer",
+            "WorkerCrashed",
+            "WorkerStartError",
+        ),
+        "._errors",
+    ),
 }
 
-__all__ = [
-    "Engine",
-    "EngineClosed",
-    "EngineStats",
-    "HybridError",
-    "MapResults",
-    "MemoryLimitExceeded",
-    "NotPicklable",
-    "Overloaded",
-    "PoolSpec",
-    "RemoteError",
-    "RemoteTraceback",
-    "TaskTimeout",
-    "WorkerCrashed",
-    "WorkerStartError",
-    "WorkerStats",
-    "current_task_id",
-    "run",
-    "usable_cpus",
-]
+__all__ = sorted(_EXPORTS)
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> _typing.Any:
-    home = _HOMES.get(name)
+    home = _EXPORTS.get(name)
     if home is None:
         raise AttributeError(f"module 'hybrid' has no attribute {name!r}")
     value = getattr(_importlib.import_module(home, __name__), name)

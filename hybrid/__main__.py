@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from ._engine import default_start_method
-from ._machine import cgroup_cpu_quota, usable_cpus
+from ._core.engine import default_start_method
+from .machine import cgroup_cpu_quota, usable_cpus
 
 ENTRY_POINT_GROUP = "hybrid.commands"
 EXTRA_FOR_COMMAND = {"worker": "redis", "top": "monitor"}  # what to install when one is missing

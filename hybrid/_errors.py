@@ -1,20 +1,29 @@
-"""The engine's own errors.
+"""Every error hybrid raises on its own account, under one base.
 
 A task's own exception reaches the caller unchanged (its type intact, the worker's
-traceback as ``__cause__``). What the engine itself raises derives from one base::
+traceback as ``__cause__``, a :class:`RemoteTraceback`). What hybrid itself raises derives
+from :class:`HybridError`, and also from the builtin it resembles, so ``except TimeoutError``
+catches a :class:`TaskTimeout`::
 
     HybridError
-    ├── TaskTimeout       (TimeoutError)  the task ran past its timeout
-    ├── WorkerCrashed                     the worker died while running the task
-    ├── EngineClosed      (RuntimeError)  the engine no longer takes work
-    ├── Overloaded                        the queue is full and the caller would not wait
-    ├── NotPicklable      (TypeError)     a function, argument or result cannot cross processes
-    ├── RemoteError                       the task's exception itself could not cross back
-    ├── WorkerStartError                  a worker could not start (its initializer failed)
-    └── MemoryLimitExceeded (MemoryError) a call passed its pool's hard memory limit
-                                          (defined in hybrid.isolation)
+    ├── TaskTimeout         (TimeoutError)     a task ran past its timeout
+    ├── WorkerCrashed                          the worker died while running the task
+    ├── EngineClosed        (RuntimeError)     the engine no longer takes work
+    ├── Overloaded                             the queue is full and the caller would not wait
+    ├── NotPicklable        (TypeError)        a function, argument or result cannot cross processes
+    ├── RemoteError                            a task's exception could not cross back whole
+    ├── WorkerStartError                       a worker could not start (its initializer failed)
+    ├── MemoryLimitExceeded (MemoryError)      a call passed its pool's hard memory limit
+    ├── IsolationError      (OSError)          a worker could not pin, limit or renice itself
+    ├── LockTimeout         (TimeoutError)     hybrid.shared.NamedLock: not acquired in time
+    ├── LeaseReleased       (RuntimeError)     hybrid.shared: a large result's lease was let go
+    ├── OptimisticConflict  (RuntimeError)     hybrid.shared.Sink: other writers kept winning
+    ├── RejectedMessage     (ValueError)       hybrid.messaging: a message was refused
+    ├── TransportClosed     (ConnectionError)  hybrid.messaging: the transport is closed
+    └── UnknownPeer         (LookupError)      hybrid.messaging: no peer at that address
 
-A task's exception carries the worker's traceback as ``__cause__``, a :class:`RemoteTraceback`.
+Adapters add their own, on the same base: ``adapters.redis.JobRejected`` (a node refused a
+job) and ``adapters.sqlite.SchemaTooNew`` (a database written by a newer program).
 """
 
 from __future__ import annotations
@@ -129,6 +138,68 @@ class RemoteTraceback(Exception):
 
 class WorkerStartError(HybridError):
     """A worker process could not start, e.g. because its initializer raised."""
+
+
+class MemoryLimitExceeded(HybridError, MemoryError):
+    """A task passed its worker's hard memory limit; only that task failed.
+
+    Attributes:
+        task_name: the function that ran.
+        limit_bytes: the limit it passed.
+        pid: the worker it ran in (replaced afterwards).
+        how: ``"RLIMIT_AS"`` when an allocation was refused, ``"killed"`` when the
+            engine killed the worker for memory (the task was then run again).
+    """
+
+    def __init__(self, task_name: str, limit_bytes: int, pid: int | None, how: str) -> None:
+        self.task_name = task_name
+        self.limit_bytes = limit_bytes
+        self.pid = pid
+        self.how = how
+        verb = "was refused memory past" if how == "RLIMIT_AS" else "was killed past"
+        super().__init__(
+            f"{task_name} in worker {pid} {verb} its memory limit of "
+            f"{limit_bytes / (1 << 20):.0f} MB ({how}); the worker is replaced"
+        )
+
+    def __reduce__(self) -> tuple[type[MemoryLimitExceeded], tuple[str, int, int | None, str]]:
+        return type(self), (self.task_name, self.limit_bytes, self.pid, self.how)
+
+
+class IsolationError(HybridError, OSError):
+    """A worker could not apply the isolation it was asked for (e.g. no pinning here)."""
+
+
+class LockTimeout(HybridError, TimeoutError):
+    """The lock was not acquired within the timeout."""
+
+
+class LeaseReleased(HybridError, RuntimeError):
+    """The parent released the call's lease before the worker could return its result."""
+
+
+class OptimisticConflict(HybridError, RuntimeError):
+    """Other writers kept winning; the records were not written."""
+
+
+class RejectedMessage(HybridError, ValueError):
+    """A received message was refused; ``reason`` says why (also counted by the codec).
+
+    Reasons: ``oversized``, ``truncated``, ``bad_magic``, ``unknown_version``, ``unsigned``,
+    ``bad_signature``, ``malformed``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"message rejected: {reason}")
+        self.reason = reason
+
+
+class TransportClosed(HybridError, ConnectionError):
+    """The transport was closed; nothing more can be sent or received on it."""
+
+
+class UnknownPeer(HybridError, LookupError):
+    """No peer is reachable at the destination address."""
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from ._machine import usable_cpus
+from .machine import usable_cpus
 from .resources import ProcessSample, ResourceSample
 
 MIB = 1 << 20

@@ -13,40 +13,8 @@ import os
 import resource
 from collections.abc import Sequence
 
-from ._errors import HybridError
-from ._machine import usable_cpu_ids
-
-MIB = 1 << 20
-
-
-class IsolationError(HybridError, OSError):
-    """A worker could not apply the isolation it was asked for (e.g. no pinning here)."""
-
-
-class MemoryLimitExceeded(HybridError, MemoryError):
-    """A task passed its worker's hard memory limit; only that task failed.
-
-    Attributes:
-        task_name: the function that ran.
-        limit_bytes: the limit it passed.
-        pid: the worker it ran in (replaced afterwards).
-        how: ``"RLIMIT_AS"`` when an allocation was refused, ``"killed"`` when the
-            engine killed the worker for memory (the task was then run again).
-    """
-
-    def __init__(self, task_name: str, limit_bytes: int, pid: int | None, how: str) -> None:
-        self.task_name = task_name
-        self.limit_bytes = limit_bytes
-        self.pid = pid
-        self.how = how
-        verb = "was refused memory past" if how == "RLIMIT_AS" else "was killed past"
-        super().__init__(
-            f"{task_name} in worker {pid} {verb} its memory limit of "
-            f"{limit_bytes / MIB:.0f} MB ({how}); the worker is replaced"
-        )
-
-    def __reduce__(self) -> tuple[type[MemoryLimitExceeded], tuple[str, int, int | None, str]]:
-        return type(self), (self.task_name, self.limit_bytes, self.pid, self.how)
+from ._errors import IsolationError
+from .machine import usable_cpu_ids
 
 
 def spread_cpu(index: int, cpu_ids: Sequence[int] | None = None) -> int:

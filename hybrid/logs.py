@@ -49,7 +49,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, TypeVarTuple
 
-from ._worker import current_task_id
+from ._core.worker import current_task_id
 
 R = TypeVar("R")
 Ts = TypeVarTuple("Ts")

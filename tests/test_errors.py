@@ -112,3 +112,41 @@ def test_public_names_are_all_exported() -> None:
         name for name in public if type(getattr(hybrid, name)).__name__ == "module"
     }
     assert hybrid.__all__ == sorted(hybrid.__all__)
+
+
+def test_every_error_hybrid_defines_derives_from_hybrid_error() -> None:
+    from adapters.redis import JobRejected
+    from adapters.sqlite import SchemaTooNew
+    from hybrid import _errors
+
+    defined = [
+        value
+        for value in vars(_errors).values()
+        if isinstance(value, type)
+        and issubclass(value, BaseException)
+        and value.__module__ == _errors.__name__
+    ]
+    assert len(defined) >= 17
+    for error in [*defined, JobRejected, SchemaTooNew]:
+        if error is not hybrid.RemoteTraceback:  # a cause attached to the task's own error
+            assert issubclass(error, hybrid.HybridError), error
+        assert error.__name__ in (_errors.__doc__ or ""), f"{error.__name__} is not in the tree"
+        if error in defined and error is not hybrid.RemoteTraceback:
+            assert error.__name__ in hybrid.__all__
+    assert issubclass(hybrid.LockTimeout, TimeoutError)
+    assert issubclass(hybrid.TransportClosed, ConnectionError)
+
+
+def test_the_names_type_checkers_see_are_the_exported_table() -> None:
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(hybrid))
+    guarded = next(node for node in tree.body if isinstance(node, ast.If))
+    seen = {
+        alias.name: "." * node.level + (node.module or "")
+        for node in guarded.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert seen == hybrid._EXPORTS

@@ -116,6 +116,9 @@ async def test_no_orphan_workers_when_the_parent_is_signalled(tmp_path: Path, si
         stderr=subprocess.DEVNULL,
         cwd=root,
         env={**os.environ, "PYTHONPATH": root},
+        # As a terminal's foreground job gets it: a shell that starts this suite in the
+        # background hands its children SIGINT ignored, and Ctrl-C could not be simulated.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert parent.stdout is not None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid import _liveness
-from hybrid._liveness import WorkerLiveness
+from hybrid._core import liveness as _liveness
+from hybrid._core.liveness import WorkerLiveness
 from hybrid.messaging import PeerState
 
 

@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hybrid.fetching import Fetcher, FetchResult
+from adapters.aiohttp import FetchResult
+from examples.crawler.fetching import Fetcher
 
 from .dispatch import ParseDispatcher
 from .frontier import DONE, FAILED, SKIPPED, Job, Outcome

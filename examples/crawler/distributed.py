@@ -30,8 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from adapters.sqlite import SqliteStore
-from hybrid.storage import Write
+from adapters.sqlite import SqliteStore, Write
 
 from .cli import Config
 from .frontier import INSERT_OUTCOME, INSERT_PAGE, Job, Outcome

@@ -18,8 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.sqlite import SqliteStore
-from hybrid.storage import Write
+from adapters.sqlite import SqliteStore, Write
 
 QUEUED, DONE, FAILED, SKIPPED = 0, 1, 2, 3
 STATE_NAMES = {QUEUED: "queued", DONE: "done", FAILED: "failed", SKIPPED: "skipped"}

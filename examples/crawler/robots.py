@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from urllib.robotparser import RobotFileParser
 
-from hybrid.fetching import Fetcher
+from examples.crawler.fetching import Fetcher
 
 from .urls import host_of
 

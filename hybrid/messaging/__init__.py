@@ -6,7 +6,7 @@ recorded trace) or together in an :class:`Endpoint` over any :class:`Transport`.
 """
 
 from hybrid.messaging.clock import ClockSample, PeerClock, TransitStats, estimate_offset
-from hybrid.messaging.codec import Codec, RejectedMessage
+from hybrid.messaging.codec import Codec
 from hybrid.messaging.deadline import DeadlineGate, remaining_budget_s
 from hybrid.messaging.detector import DetectorConfig, FailureDetector, PeerState, StateChange
 from hybrid.messaging.endpoint import Endpoint
@@ -14,13 +14,9 @@ from hybrid.messaging.envelope import Echo, Envelope, new_id
 from hybrid.messaging.faulty import FaultPlan, FaultyTransport, SkewedClock
 from hybrid.messaging.group import PeerGroup
 from hybrid.messaging.heartbeat import HeartbeatSchedule
-from hybrid.messaging.transport import (
-    InMemoryNetwork,
-    InMemoryTransport,
-    Transport,
-    TransportClosed,
-    UnknownPeer,
-)
+from hybrid.messaging.transport import InMemoryNetwork, InMemoryTransport, Transport
+
+from .._errors import RejectedMessage, TransportClosed, UnknownPeer
 
 __all__ = [
     "ClockSample",

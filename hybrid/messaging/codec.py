@@ -23,7 +23,7 @@ import struct
 from collections import Counter
 from collections.abc import Mapping
 
-from hybrid._errors import HybridError
+from hybrid._errors import RejectedMessage
 from hybrid.messaging.envelope import ID_BYTES, Echo, Envelope
 
 MAGIC = b"HY"
@@ -42,18 +42,6 @@ _ECHO = struct.Struct(">Qqq")
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-
-
-class RejectedMessage(HybridError, ValueError):
-    """A received message was refused; ``reason`` says why (also counted by the codec).
-
-    Reasons: ``oversized``, ``truncated``, ``bad_magic``, ``unknown_version``, ``unsigned``,
-    ``bad_signature``, ``malformed``.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"message rejected: {reason}")
-        self.reason = reason
 
 
 class Codec:

@@ -24,13 +24,15 @@ from types import TracebackType
 
 from hybrid import ticks
 from hybrid.messaging.clock import PeerClock
-from hybrid.messaging.codec import Codec, RejectedMessage
+from hybrid.messaging.codec import Codec
 from hybrid.messaging.deadline import DeadlineGate
 from hybrid.messaging.detector import DetectorConfig, FailureDetector, PeerState
 from hybrid.messaging.envelope import Echo, Envelope, new_id
 from hybrid.messaging.group import PeerGroup
 from hybrid.messaging.heartbeat import HeartbeatSchedule
-from hybrid.messaging.transport import Transport, TransportClosed, UnknownPeer
+from hybrid.messaging.transport import Transport
+
+from .._errors import RejectedMessage, TransportClosed, UnknownPeer
 
 logger = logging.getLogger("hybrid.messaging")
 

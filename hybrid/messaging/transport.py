@@ -5,15 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol, runtime_checkable
 
-from hybrid._errors import HybridError
-
-
-class TransportClosed(HybridError, ConnectionError):
-    """The transport was closed; nothing more can be sent or received on it."""
-
-
-class UnknownPeer(HybridError, LookupError):
-    """No peer is reachable at the destination address."""
+from hybrid._errors import TransportClosed, UnknownPeer
 
 
 @runtime_checkable

@@ -15,13 +15,12 @@
 Everything here is picklable and works with the fork, forkserver and spawn start methods.
 """
 
-from ._appending import OptimisticConflict
+from .._errors import LeaseReleased, LockTimeout, OptimisticConflict
 from ._cache import Cache, MemoryCache, cache_version, call_key
 from ._counter import Counter
 from ._flight import SingleFlight
-from ._lease import Lease, LeaseReleased, Reply
-from ._lock import LockTimeout, NamedLock
-from ._memory import Published, SharedBytes, publish
+from ._lease import Lease, Reply
+from ._lock import NamedLock
 from ._payload import (
     DEFAULT_THRESHOLD_BYTES,
     call_packed,
@@ -33,6 +32,7 @@ from ._payload import (
     unpack,
     unpack_result,
 )
+from ._published import Published, SharedBytes, publish
 from ._reading import read_records
 from ._segment import leftover_segments, remove_orphaned_segments
 from ._sink import Sink

@@ -9,6 +9,8 @@ import re
 import time
 from dataclasses import dataclass
 
+from .._errors import OptimisticConflict
+
 _TAIL_CHUNK_BYTES = 65536  # read backwards this much at a time to find the last newline
 
 
@@ -67,10 +69,6 @@ _HEADER = re.compile(rb"^#hybrid-sink v=(\d{20}) n=(\d{20}) w=([0-9a-f]{16}) *\n
 # stalls of a millisecond are common (the exactly-once test caught one under CI load).
 SETTLE_S = 0.005
 MAX_ATTEMPTS = 1000
-
-
-class OptimisticConflict(RuntimeError):
-    """Other writers kept winning; the records were not written."""
 
 
 @dataclass(frozen=True)

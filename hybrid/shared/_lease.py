@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _landing, _segment, _spare
-from ._memory import COPIED_KINDS, SharedBytes
+from ._published import COPIED_KINDS, SharedBytes
 
 TOMBSTONE_SUFFIX = _segment.TOMBSTONE.lstrip("-")
 TOMBSTONE_TTL_S = 60.0  # far longer than a killed worker takes to die
@@ -36,10 +36,6 @@ _call_ids = itertools.count()
 _process_token = secrets.token_hex(4)
 _token_pid = os.getpid()
 _tombstones: deque[tuple[float, str]] = deque()
-
-
-class LeaseReleased(RuntimeError):
-    """The parent released the call's lease before the worker could return its result."""
 
 
 @dataclass(frozen=True)

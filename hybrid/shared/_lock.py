@@ -18,15 +18,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .._errors import LockTimeout
 from . import _segment
 
 _FIRST_WAIT_S = 0.0001  # polling starts fast: most waits are short
 _MAX_WAIT_S = 0.01  # and backs off to this, so a 1 ms critical section does not burn CPU
 _VALID_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
-
-
-class LockTimeout(TimeoutError):
-    """The lock was not acquired within the timeout."""
 
 
 class NamedLock:

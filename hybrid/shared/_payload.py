@@ -24,9 +24,10 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import LeaseReleased
 from . import _landing, _segment, _spare
-from ._lease import Lease, LeaseReleased, Reply, new_prefix
-from ._memory import SharedBytes, handle_for, size_of
+from ._lease import Lease, Reply, new_prefix
+from ._published import SharedBytes, handle_for, size_of
 
 DEFAULT_THRESHOLD_BYTES = 1 << 20  # below a MiB the pipe is as fast as a segment
 BUFFER_TYPES = frozenset({bytes, bytearray, memoryview})  # and NumPy arrays (see is_plain_ndarray)

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from adapters.aiohttp import AiohttpFetcher, FetchOptions
-from hybrid.fetching import Fetcher
+from examples.crawler.fetching import Fetcher
 
 Handler = Callable[[web.Request], "asyncio.Future[web.StreamResponse] | object"]
 

@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from adapters.sqlite import SqliteStore
+from adapters.sqlite import SqliteStore, Write
 from examples.crawler.frontier import DONE, SCHEMA, Outcome, SqliteFrontier
-from hybrid.storage import Write
 
 
 class HeldCommits(SqliteStore):

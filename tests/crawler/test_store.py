@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sqlite import SchemaTooNew, SqliteStore
-from hybrid.storage import Store, Write
+from adapters.sqlite import SchemaTooNew, SqliteStore, Write
+from examples.crawler.storage import Store
 
 SCHEMA = ("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from hybrid.messaging import Codec, Echo, Envelope, RejectedMessage, new_id
+from hybrid import RejectedMessage
+from hybrid.messaging import Codec, Echo, Envelope, new_id
 from hybrid.messaging.codec import DEFAULT_MAX_BYTES, VERSION
 
 KEY = b"k" * 32

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from hybrid import TransportClosed, UnknownPeer
 from hybrid.messaging import (
     Codec,
     DetectorConfig,
@@ -16,8 +17,6 @@ from hybrid.messaging import (
     InMemoryNetwork,
     PeerState,
     Transport,
-    TransportClosed,
-    UnknownPeer,
     new_id,
 )
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from adapters._redis_codec import encode_job, sign
 from adapters.redis import RedisEngine
+from adapters.redis.codec import encode_job, sign
 
 from . import tasks
 from .conftest import Node

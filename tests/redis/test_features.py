@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from adapters._redis_conn import GROUP, Keys
-from adapters._redis_features import FeatureCache, detect
-from adapters._redis_scripts import Scripts
 from adapters.redis import RedisEngine
+from adapters.redis.conn import GROUP, Keys
+from adapters.redis.features import FeatureCache, detect
+from adapters.redis.scripts import Scripts
 
 from . import tasks
 from .conftest import Node, PrivateRedis

@@ -9,15 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from adapters.redis import RedisStreamTransport
-from hybrid.messaging import (
-    Codec,
-    DetectorConfig,
-    Endpoint,
-    PeerState,
-    Transport,
-    TransportClosed,
-    new_id,
-)
+from hybrid import TransportClosed
+from hybrid.messaging import Codec, DetectorConfig, Endpoint, PeerState, Transport, new_id
 
 from .conftest import PrivateRedis, wait_until
 

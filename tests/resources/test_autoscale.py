@@ -8,8 +8,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from hybrid.autoscale import Action, AutoscaleConfig, Autoscaler, Cause, Decision, PoolLoad
 from tests.resources.fakes import MIB, FakeMonitor

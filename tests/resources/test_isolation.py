@@ -13,13 +13,11 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import hybrid
+from hybrid import IsolationError, MemoryLimitExceeded
 from hybrid.isolation import (
-    IsolationError,
-    MemoryLimitExceeded,
     is_memory_limit_error,
     isolate_worker,
     limit_address_space,

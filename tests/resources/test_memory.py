@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.memory import (
+from hybrid.machine import (
     MemoryTruth,
     memory_truth,
     memory_used_bytes,

@@ -18,7 +18,7 @@ import pytest
 
 from adapters.psutil import PsutilMonitor
 from hybrid.autoscale import Action, AutoscaleConfig, Autoscaler, Cause, PoolLoad
-from hybrid.memory import MemoryTruth
+from hybrid.machine import MemoryTruth
 from hybrid.resources import ResourceMonitor, ResourceSample, sample_periodically
 
 MIB = 1 << 20

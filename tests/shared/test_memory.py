@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import hybrid
+from hybrid import LeaseReleased
 from hybrid.shared import (
-    LeaseReleased,
     leftover_segments,
     pack,
     pack_async,

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from hybrid.shared import Counter, LockTimeout, NamedLock, SharedValue, _mapped, leftover_segments
+from hybrid import LockTimeout
+from hybrid.shared import Counter, NamedLock, SharedValue, _mapped, leftover_segments
 
 from . import workers
 

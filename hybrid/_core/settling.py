@@ -12,16 +12,15 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._batching import TaskTimes
-from ._errors import EngineClosed, TaskTimeout, WorkerCrashed
-from ._outcome import Outcome, failed, read_records, rebuild_error
-from ._stats import Counters
-from ._task import Batch, Task, TaskState
-from ._worker import BatchReport
-from .isolation import MemoryLimitExceeded
+from .._errors import EngineClosed, MemoryLimitExceeded, TaskTimeout, WorkerCrashed
+from .batching import TaskTimes
+from .outcome import Outcome, failed, read_records, rebuild_error
+from .stats import Counters
+from .task import Batch, Task, TaskState
+from .worker import BatchReport
 
 if TYPE_CHECKING:
-    from ._slot import Slot
+    from .slot import Slot
 
 
 CHUNK_SAMPLES = 64  # task-time samples one chunk adds, whatever its size

@@ -28,14 +28,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"adapters.redis needs {exc.name}: install it with pip install 'hybrid[redis]'"
     ) from exc
 
-from ._redis_cache import RedisCache
-from ._redis_cli import worker_command
-from ._redis_client import RedisEngine
-from ._redis_dispatch import build_registry, task_name
-from ._redis_errors import JobRejected
-from ._redis_liveness import Detector, redis_detector
-from ._redis_node import NodeConfig, WorkerNode
-from ._redis_transport import RedisStreamTransport
+from .cache import RedisCache
+from .cli import worker_command
+from .client import RedisEngine
+from .dispatch import build_registry, task_name
+from .errors import JobRejected
+from .liveness import Detector, redis_detector
+from .node import NodeConfig, WorkerNode
+from .transport import RedisStreamTransport
 
 __all__ = [
     "Detector",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .autoscale import AutoscaleState
+    from ..autoscale import AutoscaleState
 
 DURATION_SAMPLES = 8192  # recent task run times kept for percentiles
 

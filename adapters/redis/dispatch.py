@@ -19,7 +19,7 @@ from typing import Any
 import hybrid
 from hybrid import EngineClosed, TaskTimeout
 
-from ._redis_codec import Job, describe_error, describe_outcome
+from .codec import Job, describe_error, describe_outcome
 
 MAX_CHUNK_CALLS = 512  # calls per local chunk: bounds the work lost to one crashed process
 CHUNKS_PER_WORKER = 2  # enough chunks per batch to keep every local worker busy

@@ -19,9 +19,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from hybrid.messaging.transport import TransportClosed
+from hybrid import TransportClosed
 
-from ._redis_conn import TRANSIENT_ERRORS, Backoff, connect, is_loading, server_run_id
+from .conn import TRANSIENT_ERRORS, Backoff, connect, is_loading, server_run_id
 
 DEFAULT_PREFIX = "hybrid-msg"
 INBOX_MAXLEN = 10_000

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .shared import Lease, call_packed, pack_async
-from .shared._memory import size_of
+from ..shared import Lease, call_packed, pack_async
+from ..shared._published import size_of
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._task import Task
+    from .engine import Engine
+    from .task import Task
 
 
 class MapPayloads:

@@ -15,11 +15,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._errors import NotPicklable
-from ._outcome import ChunkResults
+from .._errors import NotPicklable
+from .outcome import ChunkResults
 
 if TYPE_CHECKING:
-    from ._slot import Slot
+    from .slot import Slot
 
 
 class TaskState(enum.Enum):

@@ -11,19 +11,12 @@ from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
-from ._autoscaling import AutoscaleDriver
-from ._errors import EngineClosed, TaskTimeout, WorkerCrashed
-from ._machine import usable_cpus
-from ._map import MapResults
-from ._pool import Pool
-from ._spec import PoolSpec
-from ._stats import EngineStats
-from ._task import Task
-from .autoscale import AutoscaleConfig
-from .logs import LogForwarding
-from .memory import MemoryTruth, memory_truth
-from .resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor
-from .shared import (
+from .._errors import EngineClosed, TaskTimeout, WorkerCrashed
+from ..autoscale import AutoscaleConfig
+from ..logs import LogForwarding
+from ..machine import MemoryTruth, memory_truth, usable_cpus
+from ..resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor
+from ..shared import (
     DEFAULT_THRESHOLD_BYTES,
     Cache,
     call_key,
@@ -31,13 +24,19 @@ from .shared import (
     holds_large,
     pack_async,
 )
-from .shared._memory import is_plain_ndarray
-from .shared._payload import (
+from ..shared._payload import (
     BUFFER_TYPES,
     expected_result_bytes,
     note_result,
     returns_large,
 )
+from ..shared._published import is_plain_ndarray
+from .autoscale_driver import AutoscaleDriver
+from .map import MapResults
+from .pool import Pool
+from .spec import PoolSpec
+from .stats import EngineStats
+from .task import Task
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -173,7 +172,7 @@ class Engine:
             # A worker forked from a server that has hybrid imported starts without
             # importing it again: the bulk of a replacement's start. (The default preload,
             # __main__, does nothing when the server is not given the main module's path.)
-            context.set_forkserver_preload(["__main__", "hybrid", "hybrid._worker"])
+            context.set_forkserver_preload(["__main__", "hybrid", "hybrid._core.worker"])
         log_to = None
         if self._forward_logs:
             self._log_forwarding = LogForwarding()

@@ -71,11 +71,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         name=exc.name,
     ) from exc
 
-from ._prometheus_peers import PeerCollector
+from .peers import PeerCollector
 
 if TYPE_CHECKING:
-    from ._prometheus_redis import RedisCollector
-    from .redis import RedisEngine, WorkerNode
+    from ..redis import RedisEngine, WorkerNode
+    from .scaleout import RedisCollector
 
 OUTCOMES = ("completed", "failed", "crashed", "timed_out", "cancelled", "rejected")
 # Buckets in seconds: from a queue hop (1 ms) to work that should have a timeout (1 min).
@@ -156,7 +156,7 @@ class EngineMetrics:
         Stream figures are read from Redis in :meth:`refresh`. Close the returned
         collector with ``await collector.aclose()`` (it holds a connection).
         """
-        from ._prometheus_redis import RedisCollector
+        from .scaleout import RedisCollector
 
         collector = RedisCollector(url, prefix, nodes=nodes, clients=clients)
         self.registry.register(collector)

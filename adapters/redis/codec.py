@@ -19,9 +19,9 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from hybrid import RemoteError, RemoteTraceback, TaskTimeout, WorkerCrashed
-from hybrid._outcome import Outcome, rebuild_error
+from hybrid._core.outcome import Outcome, rebuild_error
 
-from ._redis_errors import JobRejected
+from .errors import JobRejected
 
 FORMAT_VERSION = b"1"
 MSGPACK = b"m"

@@ -1,6 +1,7 @@
-"""The store seam: an async, transactional store of rows.
+"""The crawler's store seam: an async, transactional store of rows.
 
-An adapter (``adapters.sqlite``) implements :class:`Store`. Writes are grouped: every
+``adapters.sqlite`` implements :class:`Store` (and defines the :class:`~adapters.sqlite.Write`
+it takes). Writes are grouped: every
 :class:`Write` of one :meth:`Store.write` call commits in the same transaction, so a
 caller can record a result and the state that says it is done atomically. Several calls
 may share one transaction (the store batches them), which never splits a call.
@@ -9,19 +10,10 @@ may share one transaction (the store batches them), which never splits a call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-Row = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Write:
-    """One statement and the parameter rows it runs with (one execution per row)."""
-
-    sql: str
-    rows: Sequence[Row]
-
+if TYPE_CHECKING:
+    from adapters.sqlite import Row, Write
 
 @runtime_checkable
 class Store(Protocol):

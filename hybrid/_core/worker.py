@@ -19,9 +19,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._area import ResultArea
-from ._spec import WorkerSettings
-from .isolation import isolate_worker
+from ..isolation import isolate_worker
+from .area import ResultArea
+from .spec import WorkerSettings
 
 HEARTBEAT_INTERVAL_S = 0.05  # how often the worker beats until the parent asks otherwise
 BEAT_INTERVAL_BOUNDS_S = (0.005, 1.0)  # whatever the parent asks, beats stay within these
@@ -53,7 +53,7 @@ def init_worker(
     threading.Thread(target=_beat, args=(_area,), name="hybrid-heartbeat", daemon=True).start()
     try:
         if settings.log_to is not None:
-            from .logs import install_worker_logging
+            from ..logs import install_worker_logging
 
             install_worker_logging(*settings.log_to)
         isolate_worker(settings.cpu, settings.memory_limit_bytes, settings.nice)

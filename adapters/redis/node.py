@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 
 import hybrid
 
-from ._redis_codec import (
+from .codec import (
     DEFAULT_MAX_ENTRY_BYTES,
     Fields,
     Rejected,
@@ -33,7 +33,7 @@ from ._redis_codec import (
     describe_error,
     encode_result,
 )
-from ._redis_conn import (
+from .conn import (
     GROUP,
     REFUSED_ERRORS,
     TRANSIENT_ERRORS,
@@ -43,12 +43,12 @@ from ._redis_conn import (
     is_loading,
     retrying,
 )
-from ._redis_dispatch import Dispatcher, InFlight, build_registry
-from ._redis_errors import JobRejected
-from ._redis_features import FeatureCache
-from ._redis_liveness import Detector, PeerTable, beat_value, redis_detector
-from ._redis_scripts import Scripts, taken_entries
-from ._redis_trim import safe_trim_id
+from .dispatch import Dispatcher, InFlight, build_registry
+from .errors import JobRejected
+from .features import FeatureCache
+from .liveness import Detector, PeerTable, beat_value, redis_detector
+from .scripts import Scripts, taken_entries
+from .trim import safe_trim_id
 
 log = logging.getLogger("hybrid.redis")
 

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 
 from hybrid.shared import SingleFlight
 
-from ._redis_conn import TRANSIENT_ERRORS, connect
+from .conn import TRANSIENT_ERRORS, connect
 
 R = TypeVar("R")
 

@@ -13,11 +13,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    ConnectionError as RedisConnectionError,
     NoPermissionError,
     ResponseError,
+    TimeoutError as RedisTimeoutError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 
 from hybrid import EngineClosed
 
-from ._redis_codec import (
+from .codec import (
     DEFAULT_MAX_ENTRY_BYTES,
     MSGPACK,
     PICKLE,
@@ -33,9 +33,9 @@ from ._redis_codec import (
     encode_job,
     rebuild_remote_error,
 )
-from ._redis_conn import TRANSIENT_ERRORS, Backoff, Keys, connect, is_loading, server_run_id
-from ._redis_dispatch import task_name
-from ._redis_liveness import beat_value
+from .conn import TRANSIENT_ERRORS, Backoff, Keys, connect, is_loading, server_run_id
+from .dispatch import task_name
+from .liveness import beat_value
 
 R = TypeVar("R")
 T = TypeVar("T")

@@ -16,16 +16,16 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _batching
-from ._area import MAX_BATCH
-from ._errors import WorkerCrashed
-from ._map_payloads import MapPayloads
-from ._outcome import Outcome, rebuild_error
-from ._slot import PIPELINE_DEPTH
-from ._task import Task, function_key, function_name
+from .._errors import WorkerCrashed
+from . import batching as _batching
+from .area import MAX_BATCH
+from .map_payloads import MapPayloads
+from .outcome import Outcome, rebuild_error
+from .slot import PIPELINE_DEPTH
+from .task import Task, function_key, function_name
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from .engine import Engine
 
 R = TypeVar("R")
 

@@ -8,13 +8,13 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from . import ticks
-from ._liveness import WorkerLiveness
-from .messaging.detector import DetectorConfig, FailureDetector
+from .. import ticks
+from ..messaging.detector import DetectorConfig, FailureDetector
+from .liveness import WorkerLiveness
 
 if TYPE_CHECKING:
-    from ._pool import Pool
-    from ._slot import Slot
+    from .pool import Pool
+    from .slot import Slot
 
 logger = logging.getLogger("hybrid")
 

@@ -10,20 +10,20 @@ from collections.abc import Coroutine, Hashable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from . import _batching
-from ._area import MAX_BATCH
-from ._errors import EngineClosed, HybridError, Overloaded, WorkerStartError
-from ._machine import usable_cpu_ids
-from ._outcome import Outcome
-from ._queues import WorkQueues
-from ._settling import Settler
-from ._slot import PIPELINE_DEPTH, RetiredProcess, Slot
-from ._spec import PoolSpec, WorkerSettings
-from ._stats import Counters, EngineStats, WorkerStats, percentile
-from ._task import Batch, Task, TaskState
-from ._watch import check_memory, watch
-from ._worker import BatchReport
-from .isolation import is_memory_limit_error, spread_cpu
+from .._errors import EngineClosed, HybridError, Overloaded, WorkerStartError
+from ..isolation import is_memory_limit_error, spread_cpu
+from ..machine import usable_cpu_ids
+from . import batching as _batching
+from .area import MAX_BATCH
+from .outcome import Outcome
+from .queues import WorkQueues
+from .settling import Settler
+from .slot import PIPELINE_DEPTH, RetiredProcess, Slot
+from .spec import PoolSpec, WorkerSettings
+from .stats import Counters, EngineStats, WorkerStats, percentile
+from .task import Batch, Task, TaskState
+from .watch import check_memory, watch
+from .worker import BatchReport
 
 logger = logging.getLogger("hybrid")
 

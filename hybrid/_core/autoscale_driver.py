@@ -12,15 +12,15 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from ._pool import Pool
-from ._slot import Slot
-from .autoscale import Action, AutoscaleConfig, Autoscaler, AutoscaleState, Decision, PoolLoad
-from .resources import (
+from ..autoscale import Action, AutoscaleConfig, Autoscaler, AutoscaleState, Decision, PoolLoad
+from ..resources import (
     DEFAULT_SAMPLE_INTERVAL_S,
     ResourceMonitor,
     ResourceSample,
     sample_periodically,
 )
+from .pool import Pool
+from .slot import Slot
 
 logger = logging.getLogger("hybrid.autoscale")
 

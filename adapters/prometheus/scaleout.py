@@ -19,8 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError, ResponseError
 
-from ._redis_conn import GROUP, Keys
-from .redis import RedisEngine, WorkerNode
+from ..redis import RedisEngine, WorkerNode
+from ..redis.conn import GROUP, Keys
 
 REDELIVERY_SCAN = 1000  # pending entries inspected for delivery counts per scrape, at most
 REFRESH_TIMEOUT_S = 2.0  # a scrape shows stale stream figures rather than wait longer

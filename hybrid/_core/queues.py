@@ -12,10 +12,10 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from ._task import Task, TaskState
+from .task import Task, TaskState
 
 if TYPE_CHECKING:
-    from ._slot import Slot
+    from .slot import Slot
 
 MAX_KEYS = 100_000  # key bindings remembered; the least recently used is forgotten first
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from ._area import MAX_BATCH
+from .area import MAX_BATCH
 
 SHORT_TASK_S = 0.025  # a task this quick may wait behind another one already sent to its worker
 BATCHABLE_TASK_S = 0.002  # tasks quicker than this share round trips

@@ -13,8 +13,8 @@ import pickle
 from collections.abc import Iterable
 from typing import Any
 
-from ._area import FAILURE, VALUE_FLOAT, VALUE_INT, VALUE_MARSHAL, VALUE_PICKLE
-from ._errors import NotPicklable, RemoteError, RemoteTraceback
+from .._errors import NotPicklable, RemoteError, RemoteTraceback
+from .area import FAILURE, VALUE_FLOAT, VALUE_INT, VALUE_MARSHAL, VALUE_PICKLE
 
 Outcome = tuple[bool, float, Any] | None
 

@@ -18,12 +18,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from . import _worker
-from ._area import ResultArea
-from ._errors import WorkerStartError
-from ._liveness import WorkerLiveness
-from ._spec import WorkerSettings
-from ._task import Batch
+from .._errors import WorkerStartError
+from . import worker as _worker
+from .area import ResultArea
+from .liveness import WorkerLiveness
+from .spec import WorkerSettings
+from .task import Batch
 
 PIPELINE_DEPTH = 2  # batches a worker may hold: one running, one waiting to start at once
 

@@ -12,8 +12,8 @@ import sys
 
 import hybrid
 
-from ._redis_conn import REFUSED_ERRORS, describe_refusal
-from ._redis_node import NodeConfig, WorkerNode
+from .conn import REFUSED_ERRORS, describe_refusal
+from .node import NodeConfig, WorkerNode
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
