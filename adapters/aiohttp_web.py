@@ -30,16 +30,19 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Hashable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, cast
 
 from aiohttp import web
 
 import hybrid
 from hybrid import ticks
 from hybrid.lag import LoopLagWatch
-from hybrid.logs import call_with_task_id
+from hybrid.logs import WithTaskId
+from hybrid.shared import Cache
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from .prometheus import EngineMetrics
 
 R = TypeVar("R")
@@ -53,25 +56,6 @@ MAX_RETRY_AFTER_S = 60  # cap on the Retry-After hint of a 503
 WORKER_NICE = 10
 
 
-class TaskObserver(Protocol):
-    """Told about every call :func:`offload` makes (``adapters.prometheus`` implements it).
-
-    ``outcome`` is one of ``completed``, ``failed``, ``crashed``, ``timed_out``,
-    ``cancelled``, ``rejected``. Times are in seconds; None where the task never ran.
-    """
-
-    def task_submitted(self, function: str, pool: str) -> None: ...
-
-    def task_finished(
-        self,
-        function: str,
-        pool: str,
-        outcome: str,
-        queue_wait_s: float | None,
-        run_s: float | None,
-    ) -> None: ...
-
-
 class ClientClosedRequest(web.HTTPClientError):
     """The client went away before the answer was ready (nginx's 499, for access logs)."""
 
@@ -79,7 +63,6 @@ class ClientClosedRequest(web.HTTPClientError):
 
 
 ENGINE_KEY = web.AppKey("hybrid_engine", hybrid.Engine)
-OBSERVER_KEY = web.AppKey("hybrid_task_observer", TaskObserver)
 LAG_WATCH_KEY = web.AppKey("hybrid_lag_watch", LoopLagWatch)
 METRICS_KEY: web.AppKey[EngineMetrics] = web.AppKey("hybrid_metrics")
 DISCONNECT_WATCH_KEY: web.AppKey[_DisconnectWatch] = web.AppKey("hybrid_disconnect_watch")
@@ -92,6 +75,7 @@ def setup(
     metrics_path: str = "/metrics",
     watch_lag: bool = True,
     forward_logs: bool = False,
+    metrics_registry: CollectorRegistry | None = None,
     **engine_options: Any,
 ) -> None:
     """Run an engine for the app's lifetime: started on startup, closed on cleanup.
@@ -101,6 +85,9 @@ def setup(
         metrics: serve Prometheus metrics at ``metrics_path`` (needs the ``metrics``
             extra: ``pip install 'hybrid[metrics]'``).
         watch_lag: measure the loop's lag and warn when something blocks it.
+        metrics_registry: the ``prometheus_client`` registry to put the engine's metrics
+            in, e.g. ``prometheus_client.REGISTRY`` so that the app's own metrics and
+            ``process_*`` are served on the same page; a registry of their own by default.
         forward_logs: send workers' log records to this process's loggers, in every
             pool, tagged with ``worker_pid`` and ``task_id`` (``Engine(forward_logs=True)``).
         engine_options: passed to :class:`hybrid.Engine` (``workers``, ``max_queued``,
@@ -117,13 +104,16 @@ def setup(
 
         app.router.add_get(metrics_path, metrics_handler)
     app.cleanup_ctx.append(
-        lambda app: _engine_life(app, metrics, watch_lag, forward_logs, engine_options)
+        lambda app: _engine_life(
+            app, metrics, metrics_registry, watch_lag, forward_logs, engine_options
+        )
     )
 
 
 async def _engine_life(
     app: web.Application,
     metrics: bool,
+    metrics_registry: CollectorRegistry | None,
     watch_lag: bool,
     forward_logs: bool,
     engine_options: dict[str, Any],
@@ -140,8 +130,7 @@ async def _engine_life(
         if metrics:
             from .prometheus import EngineMetrics
 
-            app[METRICS_KEY] = EngineMetrics(engine, lag_watch=watch)
-            app[OBSERVER_KEY] = app[METRICS_KEY]
+            app[METRICS_KEY] = EngineMetrics(engine, registry=metrics_registry, lag_watch=watch)
         yield
     finally:
         await engine.close()
@@ -183,22 +172,30 @@ async def offload(
     fn: Callable[[*Ts], R],
     *args: *Ts,
     timeout: float | None = None,
+    retries: int = 0,
     block: bool = False,
     task_id: str | None = None,
     pool: str = "default",
     key: Hashable | None = None,
+    cache: Cache | None = None,
 ) -> R:
     """Run ``fn(*args)`` in one of the app's workers and return its result.
+
+    The call goes the way :meth:`hybrid.Engine.run` sends it: through ``cache``, then
+    shared memory for large buffers, then a worker.
 
     Args:
         request: the request being answered; if its client disconnects, the task is
             cancelled.
         timeout: seconds the call may run in its worker; past it the answer is 504.
+        retries: times to run the call again if its worker dies under it.
         block: when the engine's queue is full (``max_queued``), wait for room instead
             of answering 503 at once.
         task_id: tag the worker's log records for this call with this id.
         pool: the engine's pool to run in.
         key: run calls with the same key on the same worker (see :meth:`hybrid.Engine.run`).
+        cache: keep the result in this :class:`~hybrid.shared.Cache` and answer identical
+            calls from it.
 
     Raises:
         web.HTTPGatewayTimeout: the call timed out (its worker was replaced).
@@ -212,72 +209,33 @@ async def offload(
     """
     app = request.app
     engine = get_engine(app)
-    observer = app.get(OBSERVER_KEY)
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    call: tuple[Callable[..., Any], tuple[Any, ...]] = (
-        (fn, args) if task_id is None else (call_with_task_id, (task_id, fn, *args))
-    )
-    if observer is not None:
-        observer.task_submitted(name, pool)
+    call = fn
+    if task_id is not None:
+        call = cast("Callable[[*Ts], R]", WithTaskId(task_id, fn))
     try:
-        task = await engine.submit(
-            call[0], call[1], timeout=timeout, block=block, pool=pool, key=key
-        )
+        handle: hybrid.TaskHandle[R] = await engine.submit(
+            call, *args, timeout=timeout, retries=retries, block=block, pool=pool, key=key,
+            cache=cache,
+        )  # fmt: skip
     except (hybrid.Overloaded, hybrid.EngineClosed) as exc:
-        _tell(observer, name, pool, "rejected", None, None)
         raise _unavailable(engine, pool, exc) from exc
-    except BaseException:  # e.g. NotPicklable: the call never left this process
-        _tell(observer, name, pool, "failed", None, None)
-        raise
     watch = app.get(DISCONNECT_WATCH_KEY) or _DisconnectWatch()
-    waiter = watch.add(request, lambda: engine.cancel(task))
-    outcome = "failed"
+    waiter = watch.add(request, handle.cancel)
     try:
-        result: R = await task.future
-        outcome = "completed"
-        return result
+        return await handle
     except asyncio.CancelledError:
-        outcome = "cancelled"
-        engine.cancel(task)
+        handle.cancel()
         if waiter.client_gone:
             raise ClientClosedRequest(text="client closed the request") from None
         raise
     except hybrid.TaskTimeout as exc:
-        outcome = "timed_out"
         raise web.HTTPGatewayTimeout(text=str(exc)) from exc
     except hybrid.WorkerCrashed as exc:
-        outcome = "crashed"
         raise web.HTTPInternalServerError(text="the worker died running the request") from exc
-    except hybrid.EngineClosed as exc:
+    except (hybrid.Overloaded, hybrid.EngineClosed) as exc:
         raise _unavailable(engine, pool, exc) from exc
     finally:
         watch.discard(waiter)
-        _tell(observer, name, pool, outcome, *_task_times(task))
-
-
-def _tell(
-    observer: TaskObserver | None,
-    name: str,
-    pool: str,
-    outcome: str,
-    queue_wait_s: float | None,
-    run_s: float | None,
-) -> None:
-    if observer is not None:
-        observer.task_finished(name, pool, outcome, queue_wait_s, run_s)
-
-
-def _task_times(task: Any) -> tuple[float | None, float | None]:
-    """Queue wait and run time of a task: the run as its worker timed it, the wait all the
-    rest since it was submitted. A task sent to wait behind another on its worker is
-    queueing there, not running. Without a report (its worker died) the run is counted
-    from the moment its last batch was sent."""
-    batch = task.batch
-    if batch is None:
-        return None, None
-    now = asyncio.get_running_loop().time()
-    run_s = task.run_s if task.run_s is not None else max(0.0, now - batch.started_at)
-    return max(0.0, now - task.submitted_at - run_s), run_s
 
 
 def _unavailable(
@@ -305,7 +263,7 @@ class _Waiter:
 
     __slots__ = ("client_gone", "on_gone", "request")
 
-    def __init__(self, request: web.Request, on_gone: Callable[[], None]) -> None:
+    def __init__(self, request: web.Request, on_gone: Callable[[], object]) -> None:
         self.request = request
         self.on_gone = on_gone
         self.client_gone = False
@@ -322,7 +280,7 @@ class _DisconnectWatch:
         self._waiters: set[_Waiter] = set()
         self._handle: asyncio.TimerHandle | None = None
 
-    def add(self, request: web.Request, on_gone: Callable[[], None]) -> _Waiter:
+    def add(self, request: web.Request, on_gone: Callable[[], object]) -> _Waiter:
         waiter = _Waiter(request, on_gone)
         self._waiters.add(waiter)
         if self._handle is None:

@@ -52,12 +52,35 @@ class Scrape:
         """The value of a single-series metric, or None when the endpoint lacks it."""
         return next(iter(self.values.get(name, {}).values()), None)
 
-    def by(self, name: str, label: str) -> dict[str, float]:
-        """The samples of ``name`` keyed by one label's value (summed over the others)."""
+    def by(self, name: str, label: str, **where: str) -> dict[str, float]:
+        """The samples of ``name`` keyed by one label's value (summed over the others),
+        of the series whose labels match ``where``."""
         found: dict[str, float] = defaultdict(float)
         for labels, value in self.values.get(name, {}).items():
-            found[dict(labels).get(label, "")] += value
+            named = dict(labels)
+            if all(named.get(key) == wanted for key, wanted in where.items()):
+                found[named.get(label, "")] += value
         return dict(found)
+
+    def outcomes(self, outcome: str) -> float:
+        """Calls that ended with ``outcome``, over every pool and function."""
+        return sum(self.by("hybrid_tasks_total", "outcome", outcome=outcome).values())
+
+    def quantile(self, histogram: str, q: float) -> float | None:
+        """The ``q`` quantile of a histogram over all its series (the upper bound of the
+        bucket it falls in, as ``histogram_quantile`` would round it); None when empty."""
+        buckets = sorted(
+            (float(le), count)
+            for le, count in self.by(f"{histogram}_bucket", "le").items()
+            if le != "+Inf"
+        )
+        total = sum(self.values.get(f"{histogram}_count", {}).values())
+        if not total:
+            return None
+        for upper, count in buckets:
+            if count >= q * total:
+                return upper
+        return buckets[-1][0] if buckets else None
 
 
 def scrape(url: str) -> Scrape:
@@ -83,22 +106,22 @@ def render(now: Scrape, before: Scrape | None, url: str) -> Group:
 
 
 def _summary(now: Scrape, before: Scrape | None, url: str) -> Text:
-    completed = now.total("hybrid_engine_tasks_completed_total")
+    completed = now.outcomes("completed")
     rate = "n/a"
     if before is not None and now.taken_at > before.taken_at:
-        delta = completed - before.total("hybrid_engine_tasks_completed_total")
+        delta = completed - before.outcomes("completed")
         rate = f"{delta / (now.taken_at - before.taken_at):.1f}/s"
-    p50, p99 = (now.by("hybrid_engine_task_seconds", "quantile").get(q) for q in ("0.5", "0.99"))
+    p50, p99 = (now.quantile("hybrid_task_run_seconds", q) for q in (0.5, 0.99))
     lines = [
         f"hybrid top  {url}",
         f"workers {now.total('hybrid_workers'):.0f} (busy {now.total('hybrid_workers_busy'):.0f})"
         f"  queued {now.total('hybrid_tasks_queued'):.0f}"
         f"  restarts {now.total('hybrid_worker_restarts_total'):.0f}",
-        f"completed {completed:.0f}  failed {now.total('hybrid_engine_tasks_failed_total'):.0f}"
-        f"  crashed {now.total('hybrid_engine_tasks_crashed_total'):.0f}"
-        f"  timed out {now.total('hybrid_engine_tasks_timed_out_total'):.0f}"
+        f"completed {completed:.0f}  failed {now.outcomes('failed'):.0f}"
+        f"  crashed {now.outcomes('crashed'):.0f}"
+        f"  timed out {now.outcomes('timed_out'):.0f}"
         f"  throughput {rate}",
-        f"task time p50 {_ms(p50)}  p99 {_ms(p99)}"
+        f"task time p50 ≤{_ms(p50)}  p99 ≤{_ms(p99)}"
         f"  loop lag {_ms(now.first('hybrid_loop_lag_seconds'))}"
         f" (max {_ms(now.first('hybrid_loop_lag_max_seconds'))})",
     ]
@@ -133,8 +156,8 @@ def _functions_table(now: Scrape) -> Table:
     for column in ("function", "submitted", "completed", "failed", "mean wait ms", "mean run ms"):
         table.add_column(column, justify="right")
     submitted = now.by("hybrid_tasks_submitted_total", "function")
-    completed = now.by("hybrid_tasks_completed_total", "function")
-    failed = now.by("hybrid_tasks_failed_total", "function")
+    completed = now.by("hybrid_tasks_total", "function", outcome="completed")
+    failed = now.by("hybrid_tasks_total", "function", outcome="failed")
     for function in sorted(submitted):
         table.add_row(
             function,

@@ -13,7 +13,9 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from ._core.engine import Engine as Engine
+    from ._core.handle import TaskHandle as TaskHandle
     from ._core.map import MapResults as MapResults
+    from ._core.outcome import BatchResults as BatchResults, CallResult as CallResult
     from ._core.runner import run as run
     from ._core.spec import PoolSpec as PoolSpec
     from ._core.stats import EngineStats as EngineStats, WorkerStats as WorkerStats
@@ -38,17 +40,23 @@ if _typing.TYPE_CHECKING:
         WorkerStartError as WorkerStartError,
     )
     from .machine import usable_cpus as usable_cpus
+    from .observers import TaskEvent as TaskEvent, TaskObserver as TaskObserver
 
 # Public name -> the module that defines it.
 _EXPORTS = {
     "Engine": "._core.engine",
+    "TaskHandle": "._core.handle",
     "MapResults": "._core.map",
+    "BatchResults": "._core.outcome",
+    "CallResult": "._core.outcome",
     "run": "._core.runner",
     "PoolSpec": "._core.spec",
     "EngineStats": "._core.stats",
     "WorkerStats": "._core.stats",
     "current_task_id": "._core.worker",
     "usable_cpus": ".machine",
+    "TaskEvent": ".observers",
+    "TaskObserver": ".observers",
     **dict.fromkeys(
         (
             "EngineClosed",

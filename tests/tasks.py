@@ -194,3 +194,16 @@ def stuck_holding_the_gil(seconds: int) -> None:
     """A C call that blocks without releasing the GIL, like a deadlock inside an extension:
     the whole process stops, heartbeat thread included, and burns no CPU."""
     ctypes.PyDLL(None).sleep(seconds)
+
+
+def live_segments_of(data: bytes, owner_pid: int) -> tuple[int, int]:
+    """The size of ``data``, and how many shared-memory segments its owner holds now."""
+    from hybrid.shared import leftover_segments
+
+    return len(data), len(leftover_segments(owner_pid))
+
+
+def fail_on_odd(x: int) -> int:
+    if x % 2:
+        raise ValueError(f"{x} is odd")
+    return x

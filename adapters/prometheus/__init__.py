@@ -1,21 +1,21 @@
 """Prometheus metrics for an engine, its tasks and its event loop (``prometheus_client``).
 
-Pool-wide figures are read from :meth:`hybrid.Engine.stats` for each of the engine's
-pools when Prometheus scrapes, so they cost nothing between scrapes. Per-function figures
-are recorded by :func:`adapters.aiohttp_web.offload` (through :class:`EngineMetrics`, a
-``TaskObserver``). The ``pool`` label names the engine's pool.
+:class:`EngineMetrics` is a :class:`hybrid.TaskObserver`: it adds itself to the engine, so
+every call through every path (``run``, ``submit``, ``map``, the web adapters, a Redis
+node) is counted by function. Pool-wide figures are read from
+:meth:`hybrid.Engine.stats` for each pool when Prometheus scrapes, so they cost nothing
+between scrapes. The ``pool`` label names the engine's pool.
 
 =========================================  =========  ======================================
 name                                       type       labels
 =========================================  =========  ======================================
-hybrid_tasks_{submitted,completed,failed,  counter    pool, function (calls made by offload)
-crashed,timed_out,cancelled,rejected}_total
+hybrid_tasks_submitted_total               counter    pool, function
+hybrid_tasks_total                         counter    pool, function, outcome (completed,
+                                                      failed, crashed, timed_out, cancelled,
+                                                      rejected); calls, not chunks
 hybrid_task_queue_wait_seconds             histogram  pool, function
 hybrid_task_run_seconds                    histogram  pool, function (in-worker run time)
-hybrid_engine_tasks_{submitted,completed,  counter    pool (every task of the engine)
-failed,crashed,timed_out,cancelled}_total
 hybrid_engine_round_trips_total            counter    pool
-hybrid_engine_task_seconds                 gauge      pool, quantile (in-worker run time)
 hybrid_tasks_queued                        gauge      pool
 hybrid_workers / hybrid_workers_busy       gauge      pool
 hybrid_worker_restarts_total               counter    pool
@@ -77,7 +77,6 @@ if TYPE_CHECKING:
     from ..redis import RedisEngine, WorkerNode
     from .scaleout import RedisCollector
 
-OUTCOMES = ("completed", "failed", "crashed", "timed_out", "cancelled", "rejected")
 # Buckets in seconds: from a queue hop (1 ms) to work that should have a timeout (1 min).
 TIME_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -87,13 +86,15 @@ PAGE_SIZE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class EngineMetrics:
-    """One engine's metrics in a registry: per-call counters and histograms, plus a
-    collector that reads the engine's stats and the loop-lag watch at scrape time.
+    """One engine's metrics in a registry: it observes every task of the engine (per-call
+    counters and histograms) and reads the engine's stats and the loop-lag watch at scrape
+    time.
 
     Args:
-        engine: the engine to describe.
+        engine: the engine to describe; the metrics add themselves as its observer.
         registry: where to register; a fresh registry by default (pass
-            ``prometheus_client.REGISTRY`` to share the process-wide one).
+            ``prometheus_client.REGISTRY`` to serve them beside the process's own
+            ``process_*`` and the app's metrics).
         lag_watch: the loop-lag watch whose figures to export, if any.
     """
 
@@ -109,15 +110,12 @@ class EngineMetrics:
         self._submitted = Counter(
             "hybrid_tasks_submitted", "Calls submitted.", labels, registry=self.registry
         )
-        self._outcomes = {
-            outcome: Counter(
-                f"hybrid_tasks_{outcome}",
-                f"Calls that ended {outcome.replace('_', ' ')}.",
-                labels,
-                registry=self.registry,
-            )
-            for outcome in OUTCOMES
-        }
+        self._outcomes = Counter(
+            "hybrid_tasks",
+            "Calls that ended, by how they ended.",
+            (*labels, "outcome"),
+            registry=self.registry,
+        )
         self._queue_wait = Histogram(
             "hybrid_task_queue_wait_seconds",
             "Time calls waited to run: in the queue, and on a worker behind another call.",
@@ -135,6 +133,7 @@ class EngineMetrics:
         self.registry.register(_EngineCollector(engine, lag_watch))
         self._peers: PeerCollector | None = None
         self._refreshes: list[Callable[[], Awaitable[None]]] = []
+        engine.add_observer(self)
 
     def watch_peers(self, endpoint: Endpoint) -> None:
         """Export the clock, heartbeat and detector figures of ``endpoint``'s peers."""
@@ -168,22 +167,19 @@ class EngineMetrics:
         if self._refreshes:
             await asyncio.gather(*(refresh() for refresh in self._refreshes))
 
-    def task_submitted(self, function: str, pool: str) -> None:
-        self._submitted.labels(pool, function).inc()
+    def task_submitted(self, event: hybrid.TaskEvent) -> None:
+        self._submitted.labels(event.pool, event.function).inc(event.calls)
 
-    def task_finished(
-        self,
-        function: str,
-        pool: str,
-        outcome: str,
-        queue_wait_s: float | None,
-        run_s: float | None,
-    ) -> None:
-        self._outcomes[outcome].labels(pool, function).inc()
-        if queue_wait_s is not None:
-            self._queue_wait.labels(pool, function).observe(queue_wait_s)
-        if run_s is not None:
-            self._run.labels(pool, function).observe(run_s)
+    def task_started(self, event: hybrid.TaskEvent) -> None:
+        pass
+
+    def task_settled(self, event: hybrid.TaskEvent) -> None:
+        outcome = event.outcome or "failed"
+        self._outcomes.labels(event.pool, event.function, outcome).inc(event.calls)
+        if event.queue_wait_s is not None:
+            self._queue_wait.labels(event.pool, event.function).observe(event.queue_wait_s)
+        if event.run_s is not None:
+            self._run.labels(event.pool, event.function).observe(event.run_s / event.calls)
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format (its media type is :data:`CONTENT_TYPE`)."""
@@ -226,13 +222,6 @@ def _pool_families(stats: hybrid.EngineStats, pool: str) -> list[Metric]:
 
 
 def _engine_families(stats: hybrid.EngineStats, pool: str) -> Iterator[Metric]:
-    for outcome in ("submitted", "completed", "failed", "crashed", "timed_out", "cancelled"):
-        yield _counter(
-            f"hybrid_engine_tasks_{outcome}",
-            f"Engine tasks {outcome}.",
-            getattr(stats, outcome),
-            pool,
-        )
     yield _counter("hybrid_engine_round_trips", "Batches sent to workers.", stats.round_trips, pool)
     yield _counter("hybrid_worker_restarts", "Workers replaced.", stats.worker_restarts, pool)
     yield _counter(
@@ -244,16 +233,6 @@ def _engine_families(stats: hybrid.EngineStats, pool: str) -> Iterator[Metric]:
     yield _gauge("hybrid_tasks_queued", "Tasks waiting for a worker.", stats.queued, pool)
     yield _gauge("hybrid_workers", "Live worker processes.", stats.workers, pool)
     yield _gauge("hybrid_workers_busy", "Workers running a task.", stats.busy, pool)
-    quantiles = GaugeMetricFamily(
-        "hybrid_engine_task_seconds",
-        "Recent task run time inside the workers, by quantile.",
-        labels=["pool", "quantile"],
-    )
-    for quantile, value in (("0.5", stats.task_p50_s), ("0.95", stats.task_p95_s),
-                            ("0.99", stats.task_p99_s)):  # fmt: skip
-        if value is not None:
-            quantiles.add_metric([pool, quantile], value)
-    yield quantiles
 
 
 def _worker_families(stats: hybrid.EngineStats, pool: str) -> Iterator[Metric]:

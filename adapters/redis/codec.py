@@ -18,8 +18,14 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
-from hybrid import RemoteError, RemoteTraceback, TaskTimeout, WorkerCrashed
-from hybrid._core.outcome import Outcome, rebuild_error
+from hybrid import (
+    CallResult,
+    EngineClosed,
+    RemoteError,
+    RemoteTraceback,
+    TaskTimeout,
+    WorkerCrashed,
+)
 
 from .errors import JobRejected
 
@@ -189,13 +195,13 @@ def load_payload(data: bytes, codec: bytes) -> Any:
 # Results
 
 
-def describe_outcome(outcome: Outcome, fn_name: str) -> list[Any]:
+def describe_outcome(result: CallResult[Any]) -> list[Any]:
     """A msgpack-friendly outcome: ``[1, value]`` or ``[0, error description]``."""
-    assert outcome is not None
-    ok, _, payload = outcome
-    if ok:
-        return [1, payload]
-    return [0, describe_error(rebuild_error(payload, fn_name))]
+    if result.ok:
+        return [1, result.value]
+    if result.error is None:  # skipped: its batch was cancelled before it ran
+        return [0, describe_error(EngineClosed("the call was cancelled"))]
+    return [0, describe_error(result.error)]
 
 
 def describe_error(error: BaseException) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hybrid
-from hybrid import EngineClosed, TaskTimeout
+from hybrid import BatchResults, EngineClosed, TaskHandle, TaskTimeout
 
 from .codec import Job, describe_error, describe_outcome
 
@@ -78,7 +78,8 @@ class Dispatcher:
         self._engine = engine
         self._registry = registry
         self._on_done = on_done
-        self._running: dict[Any, list[Slot]] = {}  # engine task -> the calls it carries
+        # engine task -> the calls it carries
+        self._running: dict[TaskHandle[BatchResults[Any]], list[Slot]] = {}
 
     async def dispatch(self, jobs: list[InFlight]) -> None:
         """Submit the jobs' calls; expired deadlines settle at once without running."""
@@ -106,13 +107,13 @@ class Dispatcher:
         fn = self._registry[fn_name]
         calls = [item.job.calls[index] for item, index in slots]
         try:
-            task = await self._engine.submit_calls(fn, calls, chunk=True, timeout=timeout_s)
+            handle = await self._engine.submit_batch(fn, calls, timeout=timeout_s)
         except Exception as exc:
             for item, index in slots:
                 self._settle(item, index, [0, describe_error(exc)])
             return
-        self._running[task] = slots
-        task.future.add_done_callback(lambda future: self._collect(task, slots, fn_name))
+        self._running[handle] = slots
+        handle.add_done_callback(lambda done: self._collect(done, slots))
 
     def abandon(self, lost_entry_ids: set[bytes]) -> int:
         """Cancel local tasks whose every call belongs to an entry this node no longer owns.
@@ -121,30 +122,25 @@ class Dispatcher:
         (their results would be dropped anyway). Returns how many tasks were cancelled.
         """
         doomed = [
-            task
-            for task, slots in self._running.items()
+            handle
+            for handle, slots in self._running.items()
             if all(item.entry_id in lost_entry_ids for item, _ in slots)
         ]
-        for task in doomed:
-            self._engine.cancel(task)
+        for handle in doomed:
+            handle.cancel()
         return len(doomed)
 
-    def _collect(self, task: Any, slots: list[Slot], fn_name: str) -> None:
-        self._running.pop(task, None)
-        future = task.future
-        if future.cancelled():
+    def _collect(self, handle: TaskHandle[BatchResults[Any]], slots: list[Slot]) -> None:
+        self._running.pop(handle, None)
+        if handle.cancelled():
             error: BaseException | None = EngineClosed("the worker node stopped")
         else:
-            error = future.exception()
+            error = handle.exception()
         for position, (item, index) in enumerate(slots):
             if error is not None:
                 described = [0, describe_error(error)]
             else:
-                outcome = future.result()[position]
-                if outcome is None:
-                    described = [0, describe_error(EngineClosed("the call was cancelled"))]
-                else:
-                    described = describe_outcome(outcome, fn_name)
+                described = describe_outcome(handle.result()[position])
             self._settle(item, index, described)
 
     def _settle_all(self, item: InFlight, error: BaseException) -> None:

@@ -7,14 +7,15 @@ import dataclasses
 import functools
 import multiprocessing
 import sys
-from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
-from .._errors import EngineClosed, TaskTimeout, WorkerCrashed
+from .._errors import EngineClosed, NotPicklable, Overloaded, TaskTimeout, WorkerCrashed
 from ..autoscale import AutoscaleConfig
 from ..logs import LogForwarding
 from ..machine import MemoryTruth, memory_truth, usable_cpus
+from ..observers import TaskEvent, TaskObserver, tell
 from ..resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor
 from ..shared import (
     DEFAULT_THRESHOLD_BYTES,
@@ -32,11 +33,13 @@ from ..shared._payload import (
 )
 from ..shared._published import is_plain_ndarray
 from .autoscale_driver import AutoscaleDriver
+from .handle import TaskHandle
 from .map import MapResults
+from .outcome import BatchResults, ChunkResults
 from .pool import Pool
 from .spec import PoolSpec
 from .stats import EngineStats
-from .task import Task
+from .task import Task, function_name, outcome_of
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -85,6 +88,8 @@ class Engine:
             same name, tagged with ``worker_pid`` and ``task_id`` (see :mod:`hybrid.logs`);
             set up by each worker at start, before ``initializer``. Workers send records
             at the lowest level the parent's loggers accept when the engine starts.
+        observers: told about every task as it is submitted, starts and settles (see
+            :mod:`hybrid.observers`); more with :meth:`add_observer`.
         **limits: the default pool's other :class:`PoolSpec` settings
             (``max_rss_bytes``, ``memory_limit_bytes``, ``pin_cpus``, ``nice``).
     """
@@ -104,6 +109,7 @@ class Engine:
         sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
         share_threshold_bytes: int | None = DEFAULT_THRESHOLD_BYTES,
         forward_logs: bool = False,
+        observers: Iterable[TaskObserver] = (),
         **limits: Any,
     ) -> None:
         default = PoolSpec(
@@ -138,6 +144,7 @@ class Engine:
         self._pools: dict[str, Pool] = {}
         self._next_task_id = 1
         self._forward_logs = forward_logs
+        self._observers: list[TaskObserver] = list(observers)
         self._log_forwarding: LogForwarding | None = None  # made at start (it holds sockets)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -179,7 +186,9 @@ class Engine:
             self._log_forwarding.start()
             log_to = self._log_forwarding.initargs
         pools = {
-            name: Pool(name, spec, spec.workers or self._usable_cpus, context, log_to)
+            name: Pool(
+                name, spec, spec.workers or self._usable_cpus, context, log_to, self._observers
+            )
             for name, spec in self._specs.items()
         }
         results = await asyncio.gather(
@@ -265,8 +274,8 @@ class Engine:
     ) -> R:
         """Run ``fn(*args)`` in a worker process and return its result.
 
-        Keyword arguments for ``fn`` go through ``functools.partial``, as with
-        ``run_in_executor``.
+        The same as ``await (await engine.submit(fn, *args, ...))``. Keyword arguments for
+        ``fn`` go through ``functools.partial``, as with ``run_in_executor``.
 
         Args:
             timeout: seconds the task may run in its worker (queue time excluded); past
@@ -295,41 +304,148 @@ class Engine:
         worker killed and replaced. With ``cache``, the call goes on while other
         identical calls still wait for it.
         """
-        if cache is not None:
-            compute = functools.partial(
-                self.run,
-                fn,
-                *args,
-                timeout=timeout,
-                retries=retries,
-                block=block,
-                pool=pool,
-                key=key,
-            )
-            if holds_large(args):  # hashing 100 MB takes long: not on the loop's thread
-                cache_key = await asyncio.to_thread(call_key, fn, args)
-            else:
-                cache_key = call_key(fn, args)
-            return await cache.get_or_compute(cache_key, compute)
+        handle = await self.submit(
+            fn, *args, timeout=timeout, retries=retries, block=block, pool=pool, key=key,
+            cache=cache,
+        )  # fmt: skip
+        return await handle
+
+    async def submit(
+        self,
+        fn: Callable[[*Ts], R],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+    ) -> TaskHandle[R]:
+        """Queue ``fn(*args)`` and return its :class:`TaskHandle` without waiting for it.
+
+        Takes what :meth:`run` takes, and the call goes the same way: through ``cache``,
+        then shared memory for large buffers, then a worker. Returns once the call is
+        queued: with ``block`` and a full queue, after waiting for room. A call through
+        ``cache`` or shared memory is queued by a task of its own, so it returns at once.
+
+        Raises:
+            ``TypeError``/``ValueError`` for bad arguments; :class:`NotPicklable`,
+            :class:`EngineClosed` or :class:`Overloaded` when the call cannot be queued.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        _check_run_options(timeout, retries)
         threshold = self._share_threshold_bytes
-        if threshold is not None and (holds_large(args, threshold) or returns_large(fn)):
-            return await self._run_shared(  # type: ignore[no-any-return]
-                fn,
-                args,
-                threshold,
-                timeout=timeout,
-                retries=retries,
-                block=block,
-                pool=pool,
-                key=key,
-            )
-        task = await self.submit(
-            fn, args, timeout=timeout, retries=retries, block=block, pool=pool, key=key
+        shared = threshold is not None and (holds_large(args, threshold) or returns_large(fn))
+        if cache is None and not shared:
+            task = await self._submit_calls(
+                fn, [args], chunk=False, timeout=timeout, retries=retries, block=block,
+                pool=pool, key=key,
+            )  # fmt: skip
+            return TaskHandle(self, task.future, task.name, pool, task)
+        self._check_pool_name(pool)
+        if self._closing is not None:
+            raise EngineClosed("the engine is closed")
+        options: dict[str, Any] = {
+            "timeout": timeout, "retries": retries, "block": block, "pool": pool, "key": key,
+        }  # fmt: skip
+        loop = asyncio.get_running_loop()
+        handle: TaskHandle[R] = TaskHandle(self, loop.create_future(), function_name(fn), pool)
+        handle._future = loop.create_task(self._run_through(handle, fn, args, cache, options))
+        return handle
+
+    async def submit_batch(
+        self,
+        fn: Callable[..., R],
+        calls: Sequence[tuple[Any, ...]],
+        *,
+        timeout: float | None = None,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+    ) -> TaskHandle[BatchResults[R]]:
+        """Queue many calls of ``fn`` as one task and return its handle.
+
+        The calls travel to one worker in one round trip and run there one after another,
+        so tiny calls cost little each; each call still succeeds or fails on its own
+        (:class:`BatchResults`, one :class:`CallResult` per call). A worker's death settles
+        exactly the calls it touched: the finished ones keep their results, the one it
+        died on is a :class:`WorkerCrashed`, the rest run again elsewhere.
+
+        Args:
+            calls: one argument tuple per call.
+            timeout: seconds the whole batch may run; past it the worker is killed and
+                the calls not yet finished fail with :class:`TaskTimeout`.
+
+        Cancellation: calls not yet started are skipped (``CallResult.ran`` is False);
+        the running one finishes.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        _check_run_options(timeout, 0)
+        task = await self._submit_calls(
+            fn, list(calls), chunk=True, timeout=timeout, block=block, pool=pool
         )
-        result = await self._result_of(task)
-        if threshold is not None and (type(result) in BUFFER_TYPES or is_plain_ndarray(result)):
-            note_result(fn, result, threshold)  # its next calls return through shared memory
-        return result  # type: ignore[no-any-return]
+        results: asyncio.Future[BatchResults[R]] = asyncio.get_running_loop().create_future()
+        task.future.add_done_callback(functools.partial(_as_batch_results, results, task.name))
+        return TaskHandle(self, results, task.name, pool, task)
+
+    async def _run_through(
+        self,
+        handle: TaskHandle[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        cache: Cache | None,
+        options: dict[str, Any],
+    ) -> Any:
+        """A call's way through the cache and shared memory to a worker."""
+        if cache is None:
+            return await self._compute(handle, fn, args, options)
+        compute = functools.partial(self._compute, handle, fn, args, options)
+        if holds_large(args):  # hashing 100 MB takes long: not on the loop's thread
+            cache_key = await asyncio.to_thread(call_key, fn, args)
+        else:
+            cache_key = call_key(fn, args)
+        return await cache.get_or_compute(cache_key, compute)
+
+    async def _compute(
+        self,
+        handle: TaskHandle[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        options: dict[str, Any],
+    ) -> Any:
+        threshold = self._share_threshold_bytes
+        if threshold is None or not (holds_large(args, threshold) or returns_large(fn)):
+            task = await self._submit_calls(fn, [args], chunk=False, **options)
+            handle._task = task
+            return await self._result_of(task)
+        packed_args, lease = await pack_async(args, threshold)
+        try:
+            lease.expect_result(expected_result_bytes(fn))
+            task = await self._submit_calls(
+                call_packed,
+                [(fn, packed_args, lease.reply)],
+                chunk=False,
+                described_as=fn,
+                **options,
+            )
+            handle._task = task
+            packed_result = await self._result_of(task)
+            result = await lease.take_result_async(packed_result)
+            note_result(fn, result, threshold)
+            return result
+        finally:
+            await lease.release_async()  # after success, error, timeout, crash or cancellation
+
+    async def _await_handle(self, handle: TaskHandle[R]) -> R:
+        task = handle._task
+        if task is None or handle._future is not task.future:
+            return await handle._future  # a batch, or the way through cache/shared memory
+        result: R = await self._result_of(task)
+        threshold = self._share_threshold_bytes
+        if threshold is not None and (_is_buffer(result) or is_plain_ndarray(result)):
+            note_result(task.fn, result, threshold)  # its next calls return through shared memory
+        return result
 
     async def _result_of(self, task: Task) -> Any:
         try:
@@ -341,26 +457,17 @@ class Engine:
             exc.task_id = task.id
             raise
 
-    async def _run_shared(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], threshold: int, **options: Any
-    ) -> Any:
-        """Run a call whose large buffers travel through shared memory, not the pipe."""
-        packed_args, lease = await pack_async(args, threshold)
-        try:
-            lease.expect_result(expected_result_bytes(fn))
-            task = await self.submit_calls(
-                call_packed,
-                [(fn, packed_args, lease.reply)],
-                chunk=False,
-                described_as=fn,
-                **options,
-            )
-            packed_result = await self._result_of(task)
-            result = await lease.take_result_async(packed_result)
-            note_result(fn, result, threshold)
-            return result
-        finally:
-            await lease.release_async()  # after success, error, timeout, crash or cancellation
+    def _withdraw(self, handle: TaskHandle[Any]) -> None:
+        """Cancel a handle's call: remove it if queued, kill its worker if running."""
+        task = handle._task
+        if task is not None and (task.future is handle._future or task.is_chunk):
+            self._cancel(task)  # a batch's calls not yet run are skipped
+        handle._future.cancel()
+
+    def _cancel(self, task: Task) -> None:
+        if not task.future.done():
+            task.future.cancel()
+        self._pool(task.pool).cancel(task)
 
     def map(
         self,
@@ -410,33 +517,7 @@ class Engine:
         if pool == DEFAULT_POOL:
             self.workers = workers
 
-    async def submit(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        *,
-        timeout: float | None = None,
-        retries: int = 0,
-        block: bool = True,
-        pool: str = DEFAULT_POOL,
-        key: Hashable | None = None,
-    ) -> Task:
-        """Queue one call and return its task (used by ``run``, ``map`` and adapters)."""
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, not {fn!r}")
-        _check_run_options(timeout, retries)
-        return await self.submit_calls(
-            fn,
-            [args],
-            chunk=False,
-            timeout=timeout,
-            retries=retries,
-            block=block,
-            pool=pool,
-            key=key,
-        )
-
-    async def submit_calls(
+    async def _submit_calls(
         self,
         fn: Callable[..., Any],
         calls: list[Any],
@@ -455,38 +536,63 @@ class Engine:
         ``calls`` holds argument tuples, or with ``one_arg`` single arguments.
         """
         if self._closing is not None:
+            self._tell_refused(described_as or fn, pool, "rejected")
             raise EngineClosed("the engine is closed")
         if not self._pools:
             await self.start()
         target = self._pool(pool)
         if target.must_wait_for_room():
-            await target.reserve(block)
+            try:
+                await target.reserve(block)
+            except (Overloaded, EngineClosed):
+                self._tell_refused(described_as or fn, pool, "rejected")
+                raise
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             raise RuntimeError("this engine belongs to another event loop")
-        task = Task(
-            fn,
-            calls,
-            loop.create_future(),
-            chunk=chunk,
-            timeout_s=timeout,
-            retries=retries,
-            submitted_at=loop.time(),
-            key=key,
-            pool=pool,
-            described_as=described_as,
-            one_arg=one_arg,
-            task_id=self._next_task_id,
-        )
+        try:
+            task = Task(
+                fn,
+                calls,
+                loop.create_future(),
+                chunk=chunk,
+                timeout_s=timeout,
+                retries=retries,
+                submitted_at=loop.time(),
+                key=key,
+                pool=pool,
+                described_as=described_as,
+                one_arg=one_arg,
+                task_id=self._next_task_id,
+            )
+        except NotPicklable:
+            self._tell_refused(described_as or fn, pool, "failed")
+            raise
         self._next_task_id += len(calls)
         target.submit(task)
+        if self._observers:
+            tell(self._observers, "task_submitted", task.event())
+            task.future.add_done_callback(functools.partial(self._tell_settled, task))
         return task
 
-    def cancel(self, task: Task) -> None:
-        """Withdraw a submitted task (it is removed if queued, its worker killed if running)."""
-        if not task.future.done():
-            task.future.cancel()
-        self._pool(task.pool).cancel(task)
+    def _tell_refused(self, fn: Callable[..., Any], pool: str, outcome: str) -> None:
+        if self._observers:
+            event = TaskEvent(0, function_name(fn), pool)
+            tell(self._observers, "task_submitted", event)
+            tell(self._observers, "task_settled", dataclasses.replace(event, outcome=outcome))
+
+    def _tell_settled(self, task: Task, future: asyncio.Future[Any]) -> None:
+        now = future.get_loop().time()
+        tell(self._observers, "task_settled", task.event(outcome_of(future), now))
+
+    def add_observer(self, observer: TaskObserver) -> None:
+        """Tell ``observer`` about every task from now on (see :mod:`hybrid.observers`)."""
+        if observer not in self._observers:
+            self._observers.append(observer)
+
+    def remove_observer(self, observer: TaskObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
 
     def stats(self, pool: str = DEFAULT_POOL) -> EngineStats:
         """A snapshot of a pool: workers, queue, counters and task-time percentiles, the
@@ -528,3 +634,20 @@ def _check_run_options(timeout: float | None, retries: int) -> None:
         raise ValueError(f"timeout must be a number of seconds > 0 or None, not {timeout!r}")
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
+
+
+def _as_batch_results(
+    results: asyncio.Future[BatchResults[Any]], name: str, done: asyncio.Future[ChunkResults]
+) -> None:
+    if results.done():
+        return
+    if done.cancelled():
+        results.cancel()
+    elif (error := done.exception()) is not None:
+        results.set_exception(error)
+    else:
+        results.set_result(BatchResults(done.result(), name))
+
+
+def _is_buffer(value: object) -> bool:
+    return type(value) in BUFFER_TYPES

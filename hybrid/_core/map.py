@@ -312,14 +312,15 @@ class MapResults(Generic[R]):
                     retries=self._retries,
                     pool=self._pool_name,
                 )
-            return await self._engine.submit(
+            return await self._engine._submit_calls(
                 self._fn,
-                (items[0],),
+                [(items[0],)],
+                chunk=False,
                 timeout=self._timeout,
                 retries=self._retries,
                 pool=self._pool_name,
             )
-        return await self._engine.submit_calls(
+        return await self._engine._submit_calls(
             self._fn,
             items,
             chunk=True,
@@ -344,7 +345,7 @@ class MapResults(Generic[R]):
         self._buffer.clear()
         for task in outstanding:
             if not task.future.done():
-                self._engine.cancel(task)
+                self._engine._cancel(task)
             elif not task.future.cancelled():
                 task.future.exception()  # mark retrieved: nobody will read it now
         if self._feeder is not None and not self._feeder.done():

@@ -51,7 +51,7 @@ class MapPayloads:
         """Submit ``fn(item)`` with ``item`` in shared memory."""
         packed, lease = await pack_async((item,), self.threshold_bytes)
         try:
-            task = await engine.submit_calls(
+            task = await engine._submit_calls(
                 call_packed, [(fn, packed, lease.reply)], chunk=False, described_as=fn, **options
             )
         except BaseException:

@@ -10,13 +10,57 @@ from __future__ import annotations
 
 import marshal
 import pickle
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .._errors import NotPicklable, RemoteError, RemoteTraceback
 from .area import FAILURE, VALUE_FLOAT, VALUE_INT, VALUE_MARSHAL, VALUE_PICKLE
 
 Outcome = tuple[bool, float, Any] | None
+R = TypeVar("R")
+
+
+class CallResult(NamedTuple, Generic[R]):
+    """One call's outcome in a batch (:meth:`hybrid.Engine.submit_batch`).
+
+    Attributes:
+        ok: the call returned.
+        value: what it returned; None unless ``ok``.
+        error: what it raised (its worker's traceback as ``__cause__``), or the engine's
+            error for it (:class:`~hybrid.WorkerCrashed`, :class:`~hybrid.TaskTimeout`);
+            None if ``ok`` or if it never ran.
+        ran: False for a call skipped because the batch was cancelled.
+    """
+
+    ok: bool
+    value: R | None
+    error: BaseException | None
+    ran: bool = True
+
+
+class BatchResults(Generic[R]):
+    """The outcomes of a batch's calls, in order: ``results[i]`` is a :class:`CallResult`."""
+
+    __slots__ = ("_chunk", "_name")
+
+    def __init__(self, chunk: ChunkResults, name: str) -> None:
+        self._chunk = chunk
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self._chunk)
+
+    def __getitem__(self, index: int) -> CallResult[R]:
+        outcome = self._chunk[index]
+        if outcome is None:
+            return CallResult(False, None, None, ran=False)
+        ok, _, payload = outcome
+        if ok:
+            return CallResult(True, payload, None)
+        return CallResult(False, None, rebuild_error(payload, self._name))
+
+    def __iter__(self) -> Iterator[CallResult[R]]:
+        return (self[index] for index in range(len(self)))
 
 
 class ChunkResults:

@@ -13,6 +13,7 @@ from typing import Any
 from .._errors import EngineClosed, HybridError, Overloaded, WorkerStartError
 from ..isolation import is_memory_limit_error, spread_cpu
 from ..machine import usable_cpu_ids
+from ..observers import TaskObserver, tell
 from . import batching as _batching
 from .area import MAX_BATCH
 from .outcome import Outcome
@@ -44,8 +45,10 @@ class Pool:
         size: int,
         context: multiprocessing.context.BaseContext,
         log_to: tuple[Any, int] | None = None,
+        observers: list[TaskObserver] | None = None,
     ) -> None:
         self.name = name
+        self.observers = observers if observers is not None else []  # the engine's, shared
         self._log_to = log_to
         self.spec = spec
         self.max_tasks_per_child = spec.max_tasks_per_child
@@ -319,6 +322,10 @@ class Pool:
             task.state = TaskState.DISPATCHED
             task.batch = batch
             task.attempts += 1
+            task.worker_pid = slot.pid
+        if self.observers:
+            for task in tasks:
+                tell(self.observers, "task_started", task.event())
         self.queues.count -= len(tasks)
         try:
             future = slot.submit(batch)
@@ -384,15 +391,16 @@ class Pool:
         else:
             self._settler.settle_dead(batch)
             self._worker_lost(slot, error)
-        self._forget(batch)
+        self._forget(batch, self._loop.time())
         self._check_idle()
         self.dispatch()
 
     @staticmethod
-    def _forget(batch: Batch) -> None:
+    def _forget(batch: Batch, now: float) -> None:
         # Tasks and their batch point at each other; break the cycle now so a finished
         # task's pickled arguments are freed at once, not at the next cyclic collection.
         for task in batch.tasks:
+            task.settled_at = now
             if task.state is TaskState.FINISHED:
                 task.payload = b""
         batch.tasks = []

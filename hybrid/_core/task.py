@@ -15,7 +15,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import NotPicklable
+from .._errors import NotPicklable, TaskTimeout, WorkerCrashed
+from ..observers import TaskEvent
 from .outcome import ChunkResults
 
 if TYPE_CHECKING:
@@ -56,9 +57,11 @@ class Task:
         "results",
         "retries_left",
         "run_s",
+        "settled_at",
         "state",
         "submitted_at",
         "timeout_s",
+        "worker_pid",
     )
 
     def __init__(
@@ -95,6 +98,8 @@ class Task:
         self.attempts = 0
         # Seconds its calls ran, as its worker timed them; None until a worker reported.
         self.run_s: float | None = None
+        self.worker_pid: int | None = None  # the process it was last sent to
+        self.settled_at: float | None = None  # loop time its last batch came back
         self.state = TaskState.QUEUED
         self.batch: Batch | None = None
         self.submitted_at = submitted_at
@@ -103,6 +108,30 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name} x{self.n_calls} {self.state.value}>"
+
+    def times(self, now: float) -> tuple[float | None, float | None]:
+        """``(queue wait, run)`` in seconds; None for a task that never ran.
+
+        The run is as its worker timed it; without a report (its worker died) it counts
+        from the moment its last batch was sent. The wait is all the rest since it was
+        submitted: a task sent to wait behind another on its worker is queueing there.
+        """
+        batch = self.batch
+        if batch is None and self.run_s is None:
+            return None, None
+        end = self.settled_at if self.settled_at is not None else now
+        run_s = self.run_s
+        if run_s is None:
+            run_s = max(0.0, end - batch.started_at) if batch is not None else 0.0
+        return max(0.0, end - self.submitted_at - run_s), run_s
+
+    def event(self, outcome: str | None = None, now: float = 0.0) -> TaskEvent:
+        """This task as an observer sees it (with its times once it has an outcome)."""
+        wait_s, run_s = self.times(now) if outcome is not None else (None, None)
+        calls = 1 if self.results is None else len(self.results)
+        return TaskEvent(
+            self.id, self.name, self.pool, calls, outcome, wait_s, run_s, self.worker_pid
+        )
 
     @property
     def is_chunk(self) -> bool:
@@ -206,3 +235,17 @@ def _explain_unpicklable(
                     f"({type(arg).__qualname__}) to a worker process: {arg_exc}"
                 )
     return f"cannot send the call {function_name(fn)}() to a worker process: {exc}"
+
+
+def outcome_of(future: asyncio.Future[Any]) -> str:
+    """How a settled task ended, in the words of :data:`hybrid.observers.OUTCOMES`."""
+    if future.cancelled():
+        return "cancelled"
+    error = future.exception()
+    if error is None:
+        return "completed"
+    if isinstance(error, TaskTimeout):
+        return "timed_out"
+    if isinstance(error, WorkerCrashed):
+        return "crashed"
+    return "failed"

@@ -27,7 +27,7 @@ async def test_the_aiohttp_web_example_serves(serve: Serve, http: aiohttp.Client
     async with http.get(server.make_url("/total"), params={"rounds": "500"}) as response:
         assert await response.json() == {"total": crunch(500)}
     async with http.get(server.make_url("/metrics")) as response:
-        assert 'hybrid_tasks_completed_total{function="crunch",pool="default"} 1.0' in (
+        assert 'hybrid_tasks_total{function="crunch",outcome="completed",pool="default"} 1.0' in (
             await response.text()
         )
 

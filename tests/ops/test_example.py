@@ -62,7 +62,7 @@ def test_python_m_examples_webapp_serves_and_stops_on_sigterm() -> None:
                 assert time.monotonic() < deadline, "the example app did not come up"
                 time.sleep(0.1)
         assert json.loads(get(f"{base}/cpu?rounds={ROUNDS}")) == {"total": crunch(ROUNDS)}
-        assert b"hybrid_tasks_completed_total" in get(f"{base}/metrics")
+        assert b'outcome="completed"' in get(f"{base}/metrics")
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0
     finally:

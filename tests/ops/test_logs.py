@@ -59,8 +59,8 @@ async def test_records_carry_the_task_id_the_caller_gave(
         workers=2, initializer=install_worker_logging, initargs=forwarding.initargs
     )
     tagged_pid = await engine.run(call_with_task_id, "order-17", worker_tasks.log_lines, 3)
-    untagged = await engine.submit(worker_tasks.log_lines, (2,))
-    await untagged.future
+    untagged = await engine.submit(worker_tasks.log_lines, 2)
+    await untagged
     await wait_for_records(collected, 5)
     by_task: dict[object, list[str]] = {}
     for record in collected.records:
@@ -92,8 +92,8 @@ async def test_an_engine_asked_to_forward_logs_tags_each_record_with_its_task_id
     make_engine: Callable[..., Any], collected: Collect
 ) -> None:
     engine = await make_engine(workers=2, forward_logs=True)
-    tasks = [await engine.submit(worker_tasks.log_lines, (3,)) for _ in range(4)]
-    pids = await asyncio.gather(*(task.future for task in tasks))
+    tasks = [await engine.submit(worker_tasks.log_lines, 3) for _ in range(4)]
+    pids = await asyncio.gather(*tasks)
     await wait_for_records(collected, 12)
     ids = [task.id for task in tasks]
     assert len(set(ids)) == 4

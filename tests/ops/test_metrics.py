@@ -9,11 +9,14 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 import hybrid
 from adapters import aiohttp_web
+from adapters.prometheus import EngineMetrics
+from adapters.redis import NodeConfig, WorkerNode
 from hybrid.messaging import Endpoint, InMemoryNetwork
 from tests import tasks
 from tests.helpers import wait_for_full_strength
@@ -39,6 +42,14 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> Samples:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain; version=")
         text = await response.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def parse(text: str) -> Samples:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
@@ -76,13 +87,14 @@ async def test_metrics_are_scraped_and_parsed_after_load(
     samples = await scrape(http, str(server.make_url("/metrics")))
     fn = {"pool": "web", "function": "square"}
     assert value(samples, "hybrid_tasks_submitted_total", **fn) == REQUESTS
-    assert value(samples, "hybrid_tasks_completed_total", **fn) == REQUESTS
+    assert value(samples, "hybrid_tasks_total", **fn, outcome="completed") == REQUESTS
     assert value(samples, "hybrid_task_run_seconds_count", **fn) == REQUESTS
     assert value(samples, "hybrid_task_queue_wait_seconds_count", **fn) == REQUESTS
-    assert value(samples, "hybrid_tasks_crashed_total", pool="default", function="exit_now") == 1
-    assert value(samples, "hybrid_engine_tasks_completed_total", pool="web") == REQUESTS
-    assert value(samples, "hybrid_engine_tasks_completed_total", pool="default") == 0
-    assert value(samples, "hybrid_engine_tasks_crashed_total", pool="default") == 1
+    crashed = {"pool": "default", "function": "exit_now", "outcome": "crashed"}
+    assert value(samples, "hybrid_tasks_total", **crashed) == 1
+    assert engine.stats("web").completed == REQUESTS  # the engine's own count agrees
+    assert engine.stats("default").completed == 0
+    assert engine.stats("default").crashed == 1
     assert value(samples, "hybrid_worker_restarts_total", pool="default") == 1
     assert value(samples, "hybrid_worker_restarts_total", pool="web") == 0
     assert value(samples, "hybrid_workers", pool="web") == 2
@@ -161,3 +173,101 @@ async def test_the_grafana_dashboard_charts_only_metrics_that_exist(
     }
     assert charted
     assert charted <= exported, charted - exported
+
+
+async def test_a_plain_engine_run_is_counted_by_function() -> None:
+    async with hybrid.Engine(workers=1) as engine:
+        metrics = EngineMetrics(engine)
+        assert await engine.run(tasks.square, 3) == 9
+        with pytest.raises(hybrid.TaskTimeout):
+            await engine.run(tasks.sleep_then, 10, timeout=0.2)
+        assert [x async for x in engine.map(tasks.square, range(4))] == [0, 1, 4, 9]
+        await asyncio.sleep(0)  # settle callbacks run on the loop's next turn
+        samples = parse(metrics.render().decode())
+    square = {"pool": "default", "function": "square"}
+    assert value(samples, "hybrid_tasks_submitted_total", **square) == 5
+    assert value(samples, "hybrid_tasks_total", **square, outcome="completed") == 5
+    assert value(samples, "hybrid_task_run_seconds_count", **square) >= 2
+    timed_out = {"pool": "default", "function": "sleep_then", "outcome": "timed_out"}
+    assert value(samples, "hybrid_tasks_total", **timed_out) == 1
+
+
+SELECTOR = re.compile(r"(hybrid_\w+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def selectors(expression: str, pools: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """The series selectors of a PromQL expression: metric name and label matchers, with
+    ``$pool`` as Grafana's "All" expands it (the pools of ``label_values``, or'ed)."""
+    return [
+        (name, MATCHER.findall(matchers.replace("$pool", pools)))
+        for name, matchers in SELECTOR.findall(expression)
+    ]
+
+
+def matches(labels: frozenset[tuple[str, str]], matchers: list[tuple[str, str, str]]) -> bool:
+    named = dict(labels)
+    for label, operator, wanted in matchers:
+        found = named.get(label, "")
+        hit = re.fullmatch(wanted, found) is not None if "~" in operator else found == wanted
+        if hit == operator.startswith("!"):
+            return False
+    return True
+
+
+async def test_every_dashboard_panel_shows_data_from_a_live_scrape(
+    serve: Serve, http: aiohttp.ClientSession, redis_url: str
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    app = web.Application()
+    aiohttp_web.setup(app, workers=1, metrics=True)
+    app.router.add_get("/square", square_route)
+    app.router.add_get("/crash", crash_route)
+    server = await serve(app)
+    engine = aiohttp_web.get_engine(app)
+    metrics = aiohttp_web.get_metrics(app)
+    network = InMemoryNetwork()
+    prefix = f"test-dashboard-{uuid.uuid4().hex[:8]}"
+    # A node that never serves still has its counters (at 0), as a fresh deployment does.
+    node = WorkerNode(NodeConfig(url=redis_url, prefix=prefix, modules=("tests.tasks",)))
+    collector = metrics.watch_redis(redis_url, prefix=prefix, nodes=(node,))
+    async with Endpoint(network.connect("a")) as a, Endpoint(network.connect("b")) as b:
+        metrics.watch_peers(a)
+        a.add_peer("b")
+        b.add_peer("a")
+        async with asyncio.timeout(10):
+            while a.detector("b").observations < 3:
+                await asyncio.sleep(0.01)
+        try:
+            await engine.run(tasks.square, 2, pool="default")
+            with pytest.raises(hybrid.TaskTimeout):
+                await engine.run(tasks.sleep_then, 10, timeout=0.1)
+            async with http.get(server.make_url("/crash")) as response:
+                assert response.status == 500
+            await wait_for_full_strength(engine)
+            async with http.get(server.make_url("/metrics")) as response:
+                samples = [
+                    (sample.name, frozenset(sample.labels.items()))
+                    for family in text_string_to_metric_families(await response.text())
+                    for sample in family.samples
+                ]
+        finally:
+            await collector.aclose()
+    pools = "(" + "|".join(sorted({dict(labels)["pool"] for name, labels in samples
+                                   if name == "hybrid_workers"})) + ")"  # fmt: skip
+    blank = []
+    for panel in dashboard["panels"]:
+        wanted = [
+            selector
+            for target in panel["targets"]
+            for selector in selectors(target["expr"], pools)
+        ]
+        assert wanted, panel["title"]
+        shows_data = any(
+            sample_name in (name, f"{name}_total") and matches(labels, matchers)
+            for name, matchers in wanted
+            for sample_name, labels in samples
+        )
+        if not shows_data:
+            blank.append(panel["title"])
+    assert blank == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from aiohttp import web
 
 import hybrid
 from adapters import aiohttp_web
+from hybrid.shared import MemoryCache, leftover_segments
 from tests import tasks
 from tests.helpers import pid_alive, wait_for_full_strength, wait_until_gone, worker_pids
 from tests.ops import worker_tasks
@@ -118,8 +120,11 @@ async def test_a_full_queue_answers_503_with_retry_after(
             assert response.status == 200
     async with http.get(server.make_url("/metrics")) as response:
         exported = await response.text()
-    assert 'hybrid_tasks_rejected_total{function="pid_of",pool="default"} 1.0' in exported
-    assert 'hybrid_tasks_completed_total{function="sleep_and_pid",pool="default"} 2.0' in exported
+    assert 'hybrid_tasks_total{function="pid_of",outcome="rejected",pool="default"} 1.0' in exported
+    assert (
+        'hybrid_tasks_total{function="sleep_and_pid",outcome="completed",pool="default"} 2.0'
+        in exported
+    )
 
 
 @pytest.mark.parametrize("handler_cancellation", [False, True])
@@ -183,3 +188,51 @@ async def test_workers_keep_the_web_process_priority_when_asked(serve: Serve) ->
     await serve(app)
     (pid,) = worker_pids(aiohttp_web.get_engine(app))
     assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+async def big_route(request: web.Request) -> web.Response:
+    data = await request.read()
+    size, segments = await aiohttp_web.offload(request, tasks.live_segments_of, data, os.getpid())
+    return web.json_response({"size": size, "segments": segments})
+
+
+async def cached_route(request: web.Request) -> web.Response:
+    cache = request.app[CACHE_KEY]
+    pid, warm = await aiohttp_web.offload(request, tasks.cached_lookup, 11, cache=cache)
+    return web.json_response({"pid": pid, "warm": warm})
+
+
+CACHE_KEY = web.AppKey("test_cache", MemoryCache)
+
+
+async def test_a_100_mb_body_goes_to_the_worker_through_shared_memory(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    app = web.Application(client_max_size=200 * 2**20)
+    aiohttp_web.setup(app, workers=1)
+    app.router.add_post("/big", big_route)
+    server = await serve(app)
+    body = io.BytesIO(bytes(100 * 2**20))
+    async with http.post(server.make_url("/big"), data=body) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert answer["size"] == 100 * 2**20
+    assert answer["segments"] >= 1  # the body sat in a segment while the call ran
+    assert leftover_segments() == []
+
+
+async def test_offload_answers_identical_calls_from_its_cache(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    app = make_app(workers=1)
+    app[CACHE_KEY] = MemoryCache()
+    app.router.add_get("/cached", cached_route)
+    server = await serve(app)
+    answers = []
+    for _ in range(3):
+        async with http.get(server.make_url("/cached")) as response:
+            assert response.status == 200
+            answers.append(await response.json())
+    assert answers[0]["warm"] is False
+    assert answers == [answers[0]] * 3  # computed once, then served from the cache
+    assert aiohttp_web.get_engine(app).stats().completed == 1
