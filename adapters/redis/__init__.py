@@ -31,8 +31,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from .cache import RedisCache
 from .cli import worker_command
 from .client import RedisEngine
+from .conn import redact
 from .dispatch import build_registry, task_name
-from .errors import JobRejected
+from .errors import JobRejected, RedisFault
 from .liveness import Detector, redis_detector
 from .node import NodeConfig, WorkerNode
 from .transport import RedisStreamTransport
@@ -43,9 +44,11 @@ __all__ = [
     "NodeConfig",
     "RedisCache",
     "RedisEngine",
+    "RedisFault",
     "RedisStreamTransport",
     "WorkerNode",
     "build_registry",
+    "redact",
     "redis_detector",
     "task_name",
     "worker_command",

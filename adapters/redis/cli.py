@@ -12,6 +12,7 @@ import sys
 
 import hybrid
 
+from .codec import secret_from
 from .conn import REFUSED_ERRORS, describe_refusal
 from .node import NodeConfig, WorkerNode
 
@@ -98,7 +99,11 @@ def worker_command(argv: list[str]) -> int:
         except ImportError as exc:
             print(f"hybrid worker: cannot import --import {module!r}: {exc}", file=sys.stderr)
             return 2
-    secret = os.environ.get("HYBRID_SECRET")
+    try:
+        secret = secret_from(os.environ.get("HYBRID_SECRET"))
+    except ValueError as exc:
+        print(f"hybrid worker: {exc}", file=sys.stderr)
+        return 2
     config = NodeConfig(
         url=args.redis,
         modules=tuple(args.modules),
@@ -111,7 +116,7 @@ def worker_command(argv: list[str]) -> int:
         max_deliveries=args.max_deliveries,
         max_entry_bytes=args.max_entry_bytes,
         drain_timeout_s=args.drain_timeout_s,
-        secret=secret.encode() if secret else None,
+        secret=secret,
     )
     try:
         hybrid.run(_serve(config))

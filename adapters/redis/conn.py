@@ -8,6 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import (
@@ -57,6 +58,26 @@ def describe_refusal(exc: BaseException) -> str:
     return inner.strip("(),'\"") if wrapped else text
 
 
+def redact(url: str) -> str:
+    """The URL with its password (and user name) replaced, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+# Refusals that may pass once Redis frees memory, finishes loading, or fails over.
+PASSING_REFUSALS = ("OOM", "LOADING", "READONLY", "BUSY", "MASTERDOWN", "TRYAGAIN")
+
+
+def may_pass(exc: BaseException) -> bool:
+    """Whether Redis refused for a reason that may pass (worth a bounded retry)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(PASSING_REFUSALS)
+
+
 def is_loading(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("LOADING")
 
@@ -88,6 +109,10 @@ class Keys:
 
     def reply(self, client_id: str) -> bytes:
         return self.reply_prefix + client_id.encode()
+
+    def seen(self, bucket: int) -> bytes:
+        """The replay-protection hash of one time bucket."""
+        return self._key(f"seen:{bucket}")
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:

@@ -30,6 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from adapters.redis import redact
 from adapters.sqlite import SqliteStore, Write
 
 from .cli import Config
@@ -104,7 +105,8 @@ class RedisFrontier:
                 await client.xgroup_create(frontier.keys[0], GROUP, id="0", mkstream=True)
         except RedisError as exc:
             await client.aclose()
-            raise SystemExit(f"error: cannot use Redis at {config.redis_url}: {exc}") from None
+            where = redact(config.redis_url)
+            raise SystemExit(f"error: cannot use Redis at {where}: {exc}") from None
         await frontier._add(keys=frontier.keys[:2], args=[0, *config.seeds])
         frontier._keepalive = asyncio.create_task(frontier._keep_alive())
         return frontier

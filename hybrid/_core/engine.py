@@ -362,6 +362,7 @@ class Engine:
         timeout: float | None = None,
         block: bool = True,
         pool: str = DEFAULT_POOL,
+        kill: bool = False,
     ) -> TaskHandle[BatchResults[R]]:
         """Queue many calls of ``fn`` as one task and return its handle.
 
@@ -376,8 +377,11 @@ class Engine:
             timeout: seconds the whole batch may run; past it the worker is killed and
                 the calls not yet finished fail with :class:`TaskTimeout`.
 
+            kill: on cancellation, also kill the worker running one of the calls (it is
+                replaced), so that none runs past the cancel; by default it finishes.
+
         Cancellation: calls not yet started are skipped (``CallResult.ran`` is False);
-        the running one finishes.
+        the running one finishes, or with ``kill`` is stopped with its worker.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {fn!r}")
@@ -385,6 +389,7 @@ class Engine:
         task = await self._submit_calls(
             fn, list(calls), chunk=True, timeout=timeout, block=block, pool=pool
         )
+        task.kill_on_cancel = kill
         results: asyncio.Future[BatchResults[R]] = asyncio.get_running_loop().create_future()
         task.future.add_done_callback(functools.partial(_as_batch_results, results, task.name))
         return TaskHandle(self, results, task.name, pool, task)

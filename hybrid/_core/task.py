@@ -47,6 +47,7 @@ class Task:
         "future",
         "id",
         "key",
+        "kill_on_cancel",
         "memory_kills",
         "n_calls",
         "name",
@@ -99,6 +100,7 @@ class Task:
         # Seconds its calls ran, as its worker timed them; None until a worker reported.
         self.run_s: float | None = None
         self.worker_pid: int | None = None  # the process it was last sent to
+        self.kill_on_cancel = False  # a chunk whose running call must stop on cancel too
         self.settled_at: float | None = None  # loop time its last batch came back
         self.state = TaskState.QUEUED
         self.batch: Batch | None = None
