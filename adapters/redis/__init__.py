@@ -34,7 +34,7 @@ from .client import RedisEngine
 from .conn import redact
 from .dispatch import build_registry, task_name
 from .errors import JobRejected, RedisFault
-from .liveness import Detector, redis_detector
+from .liveness import Detector, PeerTable, beat_value, redis_detector
 from .node import NodeConfig, WorkerNode
 from .transport import RedisStreamTransport
 
@@ -42,11 +42,13 @@ __all__ = [
     "Detector",
     "JobRejected",
     "NodeConfig",
+    "PeerTable",
     "RedisCache",
     "RedisEngine",
     "RedisFault",
     "RedisStreamTransport",
     "WorkerNode",
+    "beat_value",
     "build_registry",
     "redact",
     "redis_detector",

@@ -46,9 +46,9 @@ from .conn import (
     Backoff,
     Keys,
     connect,
-    describe_refusal,
     is_loading,
     may_pass,
+    named_refusal,
     server_run_id,
 )
 from .dispatch import task_name
@@ -362,7 +362,7 @@ class RedisEngine:
             ):
                 again.append(item)
             elif not item.future.done():
-                item.future.set_exception(RedisFault("take the job", describe_refusal(reply)))
+                item.future.set_exception(RedisFault("take the job", named_refusal(reply)))
         return again
 
     # Results
@@ -381,7 +381,7 @@ class RedisEngine:
                 continue
             except ResponseError as exc:
                 if not is_loading(exc):
-                    self._fail_all(RedisFault("read the results", describe_refusal(exc)))
+                    self._fail_all(RedisFault("read the results", named_refusal(exc)))
                     return
                 await backoff.wait()
                 continue
@@ -444,9 +444,9 @@ class RedisEngine:
         now = time.monotonic()
         if self._refused_since is None:
             self._refused_since = now
-            log.warning("Redis refuses this client's beats: %s", describe_refusal(exc))
+            log.warning("Redis refuses this client's beats: %s", named_refusal(exc))
         elif now - self._refused_since >= self.fault_patience_s:
-            fault = RedisFault("store beats and results", describe_refusal(exc))
+            fault = RedisFault("store beats and results", named_refusal(exc))
             for item in list(self._outstanding.values()):
                 if not item.future.done():
                     item.future.set_exception(fault)

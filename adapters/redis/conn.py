@@ -14,10 +14,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    BusyLoadingError,
     ConnectionError as RedisConnectionError,
+    MasterDownError,
     NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     ResponseError,
     TimeoutError as RedisTimeoutError,
+    TryAgainError,
 )
 
 T = TypeVar("T")
@@ -71,11 +76,35 @@ def redact(url: str) -> str:
 
 # Refusals that may pass once Redis frees memory, finishes loading, or fails over.
 PASSING_REFUSALS = ("OOM", "LOADING", "READONLY", "BUSY", "MASTERDOWN", "TRYAGAIN")
+# redis-py turns these codes into exception classes and drops the code from the message.
+_CODES: dict[type[BaseException], str] = {
+    OutOfMemoryError: "OOM",
+    ReadOnlyError: "READONLY",
+    NoPermissionError: "NOPERM",
+    BusyLoadingError: "LOADING",
+    TryAgainError: "TRYAGAIN",
+    MasterDownError: "MASTERDOWN",
+}
+
+
+def refusal_code(exc: BaseException) -> str:
+    """The Redis error code of a refusal (``OOM``, ``WRONGTYPE``...), or ``""``."""
+    for kind, code in _CODES.items():
+        if isinstance(exc, kind):
+            return code
+    first = describe_refusal(exc).split(" ", 1)[0]
+    return first if first.isupper() else ""
 
 
 def may_pass(exc: BaseException) -> bool:
     """Whether Redis refused for a reason that may pass (worth a bounded retry)."""
-    return isinstance(exc, ResponseError) and str(exc).startswith(PASSING_REFUSALS)
+    return refusal_code(exc) in PASSING_REFUSALS
+
+
+def named_refusal(exc: BaseException) -> str:
+    """The server's words, led by the error code (``"OOM command not allowed..."``)."""
+    text, code = describe_refusal(exc), refusal_code(exc)
+    return text if not code or text.startswith(code) else f"{code} {text}"
 
 
 def is_loading(exc: BaseException) -> bool:

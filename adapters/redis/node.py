@@ -151,6 +151,11 @@ class WorkerNode:
         self._refused: BaseException | None = None  # credentials revoked while running
         self._refused_event = asyncio.Event()
 
+    def clock_offset_s(self, peer: bytes) -> float | None:
+        """How far this node's clock runs ahead of a peer's (``b"client:<id>"`` or a node's
+        name), as the peer's beats show; None before its first beat was read."""
+        return self._peers.offset_s(peer)
+
     # Life cycle
 
     async def serve(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:

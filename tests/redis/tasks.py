@@ -47,3 +47,11 @@ def record(path: str, x: int, seconds: float) -> int:
 
 def echo(value: object) -> object:
     return value
+
+
+def record_end(path: str, x: int, seconds: float) -> int:
+    """Sleep, then append ``x`` to ``path``: a side effect only a finished run leaves."""
+    time.sleep(seconds)
+    with open(path, "a") as file:
+        file.write(f"{x} {os.getpid()}\n")
+    return x
