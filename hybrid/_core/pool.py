@@ -14,15 +14,14 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .._errors import EngineClosed, HybridError, Overloaded
-from ..isolation import is_memory_limit_error
 from . import batching as _batching
 from .dispatch import PIPELINE_DEPTH, QueueView, Recycle, Send, decide
-from .outcome import Outcome
 from .queues import WorkQueues
-from .settling import Settler
+from .room import RoomWaiters
+from .settling import Settler, hit_memory_limit
 from .slot import Slot
 from .spec import PoolSpec
-from .stats import Counters, EngineStats, WorkerStats, percentile
+from .stats import Counters, EngineStats, pool_stats
 from .supervisor import Supervisor
 from .task import Batch, Task, TaskState
 from .watch import check_memory, watch
@@ -55,10 +54,10 @@ class Pool:
         self.rss_limit_by_policy = False  # an autoscaler checks max_rss_bytes instead of the watch
         self.memory_kill_limit_bytes = 0  # memory level past which workers get killed (stats)
         self._failing_all: BaseException | None = None
-        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop = asyncio.get_running_loop()
+        self._room_waiters = RoomWaiters(self._loop)
         self._watcher: asyncio.Task[None] | None = None
         self._settler = Settler(
             self.counters,
@@ -97,7 +96,7 @@ class Pool:
         """Finish (or with ``cancel``, fail) all work, then stop every worker."""
         self.closing = True
         self.paused_because = None
-        self._fail_room_waiters()
+        self._room_waiters.wake_all()
         if cancel:
             self._failing_all = EngineClosed("the engine was closed before the task finished")
             self._fail_queued(self._failing_all)
@@ -129,13 +128,7 @@ class Pool:
         while self._full() and not self.closing:
             if not block:
                 raise Overloaded(self.queued, self.max_queued, self.paused_because)
-            waiter = self._loop.create_future()
-            self._room_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._room_waiters:
-                    self._room_waiters.remove(waiter)
+            await self._room_waiters.wait()
         if self.closing:
             raise EngineClosed("the engine is closing")
 
@@ -292,7 +285,7 @@ class Pool:
             report = future.result()
             self._settler.settle_returned(batch, report)
             values, problems, _ = report
-            if self.spec.memory_limit_bytes is not None and _hit_memory_limit(problems):
+            if self.spec.memory_limit_bytes is not None and hit_memory_limit(problems):
                 # A worker that ran out of address space may be left fragmented or broken.
                 slot.retire()
             self._after_success(slot, len(values))
@@ -358,17 +351,7 @@ class Pool:
         if self.paused_because is not None or not self._room_waiters:
             return
         room = len(self._room_waiters) if self.max_queued is None else self.max_queued - self.queued
-        while room > 0 and self._room_waiters:
-            waiter = self._room_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                room -= 1
-
-    def _fail_room_waiters(self) -> None:
-        while self._room_waiters:
-            waiter = self._room_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._room_waiters.wake(room)
 
     def bound_worker(self, key: Hashable) -> int | None:
         """The index of the worker slot a key is bound to, if it is bound."""
@@ -376,55 +359,7 @@ class Pool:
         return None if slot is None else slot.index
 
     def stats(self) -> EngineStats:
-        counters = self.counters
-        durations = sorted(counters.durations_s)
-        workers = tuple(
-            WorkerStats(
-                index=slot.index,
-                pid=slot.pid,
-                alive=slot.alive,
-                busy=bool(slot.in_flight),
-                tasks=slot.tasks_done,
-                busy_s=slot.busy_s,
-                starts=slot.starts,
-                liveness=slot.liveness.state if slot.liveness else "alive",
-                heartbeat_interval_s=(
-                    slot.liveness.detector.heartbeat_interval() if slot.liveness else None
-                ),
-                heartbeats=slot.liveness.beats_seen if slot.liveness else 0,
-            )
-            for slot in self.slots
-        )
-        return EngineStats(
-            workers=sum(1 for slot in self.slots if slot.alive),
-            busy=sum(1 for slot in self.slots if slot.in_flight),
-            queued=self.queued,
-            submitted=counters.submitted,
-            completed=counters.completed,
-            failed=counters.failed,
-            crashed=counters.crashed,
-            timed_out=counters.timed_out,
-            cancelled=counters.cancelled,
-            worker_restarts=counters.worker_restarts,
-            round_trips=counters.round_trips,
-            recycled_for_memory=counters.recycled_for_memory,
-            hung_workers_killed=counters.hung,
-            task_p50_s=percentile(durations, 0.50),
-            task_p95_s=percentile(durations, 0.95),
-            task_p99_s=percentile(durations, 0.99),
-            per_worker=workers,
-            paused_because=self.paused_because,
-        )
-
-
-def _hit_memory_limit(problems: dict[int, Outcome]) -> bool:
-    return any(
-        outcome is not None
-        and not outcome[0]
-        and isinstance(outcome[2], tuple)
-        and is_memory_limit_error(str(outcome[2][1]))
-        for outcome in problems.values()
-    )
+        return pool_stats(self.slots, self.counters, self.queued, self.paused_because)
 
 
 def _take(queue: deque[Task], tasks: list[Task]) -> list[Task]:
