@@ -69,7 +69,7 @@ class AutoscaleDriver:
             if pool.closing:
                 continue
             load = PoolLoad(
-                workers=sum(not slot.removing for slot in pool.slots),
+                workers=sum(not slot.going for slot in pool.slots),
                 busy=sum(bool(slot.in_flight) for slot in pool.slots),
                 queued=pool.queued,
                 pids=tuple(slot.pid for slot in pool.slots if slot.alive and slot.pid),

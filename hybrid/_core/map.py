@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .._errors import WorkerCrashed
 from . import batching as _batching
 from .area import MAX_BATCH
+from .dispatch import PIPELINE_DEPTH
 from .map_payloads import MapPayloads
 from .outcome import Outcome, rebuild_error
-from .slot import PIPELINE_DEPTH
 from .task import Task, function_key, function_name
 
 if TYPE_CHECKING:

@@ -1,37 +1,33 @@
-"""A pool of worker slots fed from its queues: dispatch, batching, timeouts, restarts, resizing."""
+"""A pool of worker slots fed from its queues: intake, and the glue of dispatch and settling.
+
+Which slot gets which tasks is decided in :mod:`.dispatch`; starting, replacing and
+removing processes is the :class:`~.supervisor.Supervisor`'s job.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing.context
 from collections import deque
-from collections.abc import Coroutine, Hashable
+from collections.abc import Hashable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .._errors import EngineClosed, HybridError, Overloaded, WorkerStartError
-from ..isolation import is_memory_limit_error, spread_cpu
-from ..machine import usable_cpu_ids
+from .._errors import EngineClosed, HybridError, Overloaded
 from ..observers import TaskObserver, tell
 from . import batching as _batching
-from .area import MAX_BATCH
-from .outcome import Outcome
+from .dispatch import PIPELINE_DEPTH, QueueView, Recycle, Send, decide
 from .queues import WorkQueues
-from .settling import Settler
-from .slot import PIPELINE_DEPTH, RetiredProcess, Slot
-from .spec import PoolSpec, WorkerSettings
-from .stats import Counters, EngineStats, WorkerStats, percentile
+from .room import RoomWaiters
+from .settling import Settler, hit_memory_limit
+from .slot import Slot
+from .spec import PoolSpec
+from .stats import Counters, EngineStats, pool_stats
+from .supervisor import Supervisor
 from .task import Batch, Task, TaskState
 from .watch import check_memory, watch
 from .worker import BatchReport
 
-logger = logging.getLogger("hybrid")
-
-PIPELINE_BEHIND_S = 0.25  # a task sent behind another on its worker waits at most about this
-
-RESTART_ATTEMPTS = 3  # tries to replace a dead worker before the slot is given up
-RESTART_BACKOFF_S = 0.1  # first pause between those tries; doubles each time
 RSS_CHECK_MIN_GAP_S = 0.01  # least time between two reads of one worker's memory
 
 
@@ -49,12 +45,9 @@ class Pool:
     ) -> None:
         self.name = name
         self.observers = observers if observers is not None else []  # the engine's, shared
-        self._log_to = log_to
         self.spec = spec
         self.max_tasks_per_child = spec.max_tasks_per_child
         self.max_queued = spec.max_queued
-        self._context = context
-        self._cpu_ids = usable_cpu_ids()
         self.slots: list[Slot] = []
         self.queues = WorkQueues()
         self.counters = Counters()
@@ -64,11 +57,10 @@ class Pool:
         self.rss_limit_by_policy = False  # an autoscaler checks max_rss_bytes instead of the watch
         self.memory_kill_limit_bytes = 0  # memory level past which workers get killed (stats)
         self._failing_all: BaseException | None = None
-        self._room_waiters: deque[asyncio.Future[None]] = deque()
-        self._background: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop = asyncio.get_running_loop()
+        self._room_waiters = RoomWaiters(self._loop)
         self._watcher: asyncio.Task[None] | None = None
         self._settler = Settler(
             self.counters,
@@ -78,8 +70,20 @@ class Pool:
             spec.memory_limit_bytes,
             lambda: self.memory_kill_limit_bytes,
         )
+        self.supervisor = Supervisor(
+            self.slots,
+            self.queues,
+            spec,
+            context,
+            log_to,
+            self.counters,
+            self._settler.report_crashes,
+            self.dispatch,
+            lambda: self._failing_all is not None,
+            self._give_up,
+        )
         for _ in range(size):
-            self._new_slot()
+            self.supervisor.new_slot()
 
     @property
     def queued(self) -> int:
@@ -88,20 +92,14 @@ class Pool:
     # Life cycle
 
     async def start(self) -> None:
-        results = await asyncio.gather(
-            *(slot.start() for slot in self.slots), return_exceptions=True
-        )
-        errors = [result for result in results if isinstance(result, BaseException)]
-        if errors:
-            await asyncio.gather(*(slot.stop() for slot in self.slots))
-            raise errors[0]
+        await self.supervisor.start()
         self._watcher = self._loop.create_task(watch(self), name=f"hybrid-watch-{self.name}")
 
     async def close(self, *, cancel: bool) -> None:
         """Finish (or with ``cancel``, fail) all work, then stop every worker."""
         self.closing = True
         self.paused_because = None
-        self._fail_room_waiters()
+        self._room_waiters.wake_all()
         if cancel:
             self._failing_all = EngineClosed("the engine was closed before the task finished")
             self._fail_queued(self._failing_all)
@@ -111,23 +109,11 @@ class Pool:
                 slot.kill()
         self.dispatch()
         await self._idle.wait()
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.supervisor.join()
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
-        await asyncio.gather(*(slot.stop() for slot in self.slots))
-
-    def _new_slot(self) -> Slot:
-        index = max((slot.index for slot in self.slots), default=-1) + 1
-        spec = self.spec
-        cpu = spread_cpu(index, self._cpu_ids) if spec.pin_cpus else None
-        settings = WorkerSettings(cpu, spec.memory_limit_bytes, spec.nice, self._log_to)
-        slot = Slot(index, self._context, spec.initializer, spec.initargs, settings)
-        slot.on_exit = self._worker_exited
-        self.slots.append(slot)
-        self.queues.add_slot(slot)
-        return slot
+        await self.supervisor.stop()
 
     # Submission
 
@@ -145,13 +131,7 @@ class Pool:
         while self._full() and not self.closing:
             if not block:
                 raise Overloaded(self.queued, self.max_queued, self.paused_because)
-            waiter = self._loop.create_future()
-            self._room_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._room_waiters:
-                    self._room_waiters.remove(waiter)
+            await self._room_waiters.wait()
         if self.closing:
             raise EngineClosed("the engine is closing")
 
@@ -206,118 +186,46 @@ class Pool:
         """Send queued tasks, oldest first, to workers that can take them."""
         if self.paused_because is not None:
             return
+        # The common case on a busy pool, checked before any snapshot is made.
         if not any(len(slot.in_flight) < PIPELINE_DEPTH and slot.alive for slot in self.slots):
             return
+        estimate = self.times.estimate
+        count_held = self.max_tasks_per_child is not None
         while self.queues.count:
-            choice = self._oldest_dispatchable()
-            if choice is None:
+            heads = list(self.queues.heads())
+            decisions = decide(
+                [slot.view(estimate, count_held) for slot in self.slots],
+                [
+                    QueueView(queue, None if bound is None else bound.index)
+                    for queue, bound in heads
+                ],
+                estimate,
+                queued=self.queues.count,
+                max_tasks_per_child=self.max_tasks_per_child,
+            )
+            if not self._carry_out(decisions, heads):
                 return
-            queue, slot = choice
-            self._send(slot, self._take_batch(queue, slot))
 
-    def _oldest_dispatchable(self) -> tuple[deque[Task], Slot] | None:
-        best: tuple[deque[Task], Slot] | None = None
-        best_at = 0.0
-        for queue, bound in self.queues.heads():
-            head = queue[0]
-            if best is not None and head.submitted_at >= best_at:
-                continue
-            slot = self._pick_slot(head, bound)
-            if slot is not None:
-                best, best_at = (queue, slot), head.submitted_at
-        return best
+    def _carry_out(
+        self, decisions: list[Send[Task] | Recycle], heads: list[tuple[deque[Task], Slot | None]]
+    ) -> bool:
+        """Recycle and send as the policy decided; whether a batch was sent."""
+        sent = False
+        for decision in decisions:
+            if isinstance(decision, Send):
+                tasks = _take(heads[decision.queue][0], decision.tasks)
+                self._send(self._slot(decision.slot), tasks)
+                sent = True
+            else:
+                self.recycle(self._slot(decision.slot))
+        return sent
 
-    def _is_short(self, task: Task) -> bool:
-        # A timed task may wait behind another too: its timeout starts when that one ends.
-        return _batching.is_short(self.times.estimate(task.fn_key))
-
-    def _pick_slot(self, head: Task, bound: Slot | None) -> Slot | None:
-        short = self._is_short(head)
-        candidates = self.slots if bound is None else [bound]
-        best: Slot | None = None
-        for slot in candidates:
-            if not self._may_take(slot, head):
-                continue
-            if slot.idle:
-                if best is None or not best.idle or slot.busy_s < best.busy_s:
-                    best = slot
-            elif (
-                best is None
-                and slot.can_take(pipelined=True)
-                and self._may_wait_behind(slot, short)
-            ):
-                best = slot
-        return best
-
-    def _may_wait_behind(self, slot: Slot, short: bool) -> bool:
-        """Whether a task may be sent to ``slot`` to start when its current batch ends.
-
-        Quick tasks may wait behind quick batches. Under saturation (at least as many
-        tasks queued as there are workers) any task may wait behind a batch estimated
-        under PIPELINE_BEHIND_S: it would wait about that long in the queue anyway, and
-        its worker then starts it without a round trip through this process (as the
-        stdlib executor keeps a call queued ahead).
-        """
-        if short and all(batch.short for batch in slot.in_flight):
-            return True
-        if self.queues.count < len(self.slots):
-            return False
-        for batch in slot.in_flight:
-            if not batch.tasks:
-                return False
-            estimate_s = self.times.estimate(batch.tasks[0].fn_key)
-            if estimate_s is None or estimate_s >= PIPELINE_BEHIND_S:
-                return False
-        return True
-
-    def _take_batch(self, queue: deque[Task], slot: Slot) -> list[Task]:
-        head = queue.popleft()
-        tasks = [head]
-        estimate_s = self.times.estimate(head.fn_key)
-        if head.timeout_s is not None or estimate_s is None:
-            return tasks
-        if not _batching.is_batchable(estimate_s):
-            return tasks
-        limit = min(_batching.batch_limit(estimate_s), MAX_BATCH)
-        quota = self._quota_left(slot)
-        if quota is not None:
-            limit = min(limit, quota)
-        calls = head.n_calls
-        while queue:
-            task = queue[0]
-            if task.state is not TaskState.QUEUED:
-                queue.popleft()
-                continue
-            if task.timeout_s is not None or task.fn_key != head.fn_key:
-                break
-            if calls + task.n_calls > limit:
-                break
-            tasks.append(queue.popleft())
-            calls += task.n_calls
-        return tasks
-
-    def _may_take(self, slot: Slot, head: Task) -> bool:
-        """Whether the slot's process may run the task within max_tasks_per_child."""
-        quota = self._quota_left(slot)
-        if quota is None:
-            return True
-        if head.n_calls <= quota or quota == self.max_tasks_per_child:
-            return quota > 0
-        # A chunk larger than what this process may still run goes to a fresh process.
-        if slot.idle:
-            self.recycle(slot)
-        return False
-
-    def _quota_left(self, slot: Slot) -> int | None:
-        """Calls the slot's current process may still be given (max_tasks_per_child)."""
-        if self.max_tasks_per_child is None:
-            return None
-        held = sum(task.n_calls for batch in slot.in_flight for task in batch.tasks)
-        return max(0, self.max_tasks_per_child - slot.tasks_since_start - held)
+    def _slot(self, index: int) -> Slot:
+        return next(slot for slot in self.slots if slot.index == index)
 
     def _send(self, slot: Slot, tasks: list[Task]) -> None:
         batch = Batch(slot, slot.next_parity, tasks, self._loop.time())
-        batch.short = self._is_short(tasks[0])
+        batch.short = _batching.is_short(self.times.estimate(tasks[0].fn_key))
         for task in tasks:
             task.state = TaskState.DISPATCHED
             task.batch = batch
@@ -334,7 +242,7 @@ class Pool:
             if batch in slot.in_flight:
                 slot.in_flight.remove(batch)
             self._requeue(tasks)
-            self._worker_lost(slot, exc)
+            self.supervisor.worker_lost(slot, exc)
             return
         self.counters.round_trips += 1
         future.add_done_callback(lambda done: self._settle(batch, done))
@@ -355,19 +263,19 @@ class Pool:
 
     def kill_for_memory(self, slot: Slot) -> None:
         """Kill a worker to save the machine's memory; its running call runs again."""
-        self.kill_with_reason(slot, "memory")
+        self.supervisor.kill(slot, "memory")
 
     def kill_hung(self, slot: Slot) -> None:
         """Kill a worker that stopped responding; its running call fails as crashed."""
-        self.kill_with_reason(slot, "hung")
+        self.supervisor.kill(slot, "hung")
 
-    def kill_with_reason(self, slot: Slot, reason: str) -> None:
-        for batch in slot.in_flight:
-            batch.kill_reason = batch.kill_reason or reason
-        slot.kill()
-        if not slot.in_flight:
-            slot.mark_dead()
-            self._replace(slot)
+    def recycle(self, slot: Slot) -> None:
+        """Replace a worker once its current batch is done (e.g. its memory grew too much)."""
+        self.supervisor.recycle(slot)
+
+    async def resize(self, size: int) -> None:
+        """Grow or shrink to ``size`` workers; no queued or running call is lost or repeated."""
+        await self.supervisor.resize(size)
 
     # Results
 
@@ -384,13 +292,13 @@ class Pool:
             report = future.result()
             self._settler.settle_returned(batch, report)
             values, problems, _ = report
-            if self.spec.memory_limit_bytes is not None and _hit_memory_limit(problems):
+            if self.spec.memory_limit_bytes is not None and hit_memory_limit(problems):
                 # A worker that ran out of address space may be left fragmented or broken.
-                slot.retiring = True
+                slot.retire()
             self._after_success(slot, len(values))
         else:
             self._settler.settle_dead(batch)
-            self._worker_lost(slot, error)
+            self.supervisor.worker_lost(slot, error)
         self._forget(batch, self._loop.time())
         self._check_idle()
         self.dispatch()
@@ -417,8 +325,6 @@ class Pool:
             task.batch = None
         self.queues.push_front(waiting, self.slots)
 
-    # Worker replacement and resizing
-
     def _after_success(self, slot: Slot, finished: int) -> None:
         slot.tasks_since_start += finished
         if self.spec.max_rss_bytes is not None and not self.rss_limit_by_policy:
@@ -430,112 +336,16 @@ class Pool:
                 check_memory(self, slot)
         limit = self.max_tasks_per_child
         if limit is not None and slot.tasks_since_start >= limit:
-            slot.retiring = True
-        if (slot.retiring or slot.removing) and not slot.in_flight:
-            self._replace(slot)
-
-    def _worker_lost(self, slot: Slot, error: BaseException) -> None:
-        if slot.alive:
-            logger.debug("worker %s (pid %s) lost: %r", slot.index, slot.pid, error)
-        slot.mark_dead()
-        if not slot.in_flight:
-            self._replace(slot)
-
-    def _worker_exited(self, slot: Slot) -> None:
-        """A worker's process ended. With work in flight, settling that work replaces it;
-        an idle one is replaced now. An exit the pool asked for is not a loss."""
-        if slot.in_flight or not slot.alive or slot.retiring or slot.removing:
-            return
-        logger.warning("worker %s (pid %s) died while idle; replacing it", slot.index, slot.pid)
-        slot.mark_dead()
-        self._replace(slot)
-
-    def recycle(self, slot: Slot) -> None:
-        """Replace a worker once its current batch is done (e.g. its memory grew too much)."""
-        slot.retiring = True
-        if not slot.in_flight and slot.alive:
-            self._replace(slot)
-
-    def _replace(self, slot: Slot) -> None:
-        # Several paths can ask for the same slot's replacement (a recycle decided while
-        # its batch settles, a death seen twice): only the first may act.
-        if slot.replacing:
-            return
-        slot.replacing = True
-        slot.alive = False
-        if slot.removing:
-            self._in_background(self._remove(slot), f"hybrid-remove-{slot.index}")
-            return
-        self.counters.worker_restarts += 1
-        self._in_background(self._restart(slot), f"hybrid-restart-{slot.index}")
-
-    def _in_background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = self._loop.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _restart(self, slot: Slot) -> None:
-        # The old process is joined while its replacement starts: the crash report waits
-        # for the old one's exit code, the replacement does not.
-        burial = self._loop.create_task(self._bury(slot, slot.detach()))
-        try:
-            if slot.removing:  # a shrink chose this slot while it was being replaced
-                await burial
-                self._detach(slot)
-            elif self._failing_all is None:
-                await self._start_again(slot)
-        finally:
-            await burial
-
-    async def _bury(self, slot: Slot, retired: RetiredProcess) -> None:
-        exitcode = await retired.close()
-        self._settler.report_crashes(slot, retired.pid, exitcode)
-
-    async def _start_again(self, slot: Slot) -> None:
-        delay_s = RESTART_BACKOFF_S
-        last_error: HybridError = WorkerStartError(f"worker {slot.index} could not be replaced")
-        for attempt in range(1, RESTART_ATTEMPTS + 1):
-            try:
-                await slot.start()
-            except WorkerStartError as exc:
-                logger.warning("worker %s failed to restart (try %s): %s", slot.index, attempt, exc)
-                last_error = exc
-                await asyncio.sleep(delay_s)
-                delay_s *= 2
-            else:
-                if slot.is_leaving():
-                    self._replace(slot)  # chosen by a shrink while it started: it goes now
-                self.dispatch()
-                return
-        if not any(other.alive for other in self.slots):
-            self._failing_all = last_error
-            self._fail_queued(last_error)
-            self._check_idle()
-
-    async def resize(self, size: int) -> None:
-        """Grow or shrink to ``size`` workers; no queued or running call is lost or repeated."""
-        live = [slot for slot in self.slots if not slot.removing]
-        if size > len(live):
-            added = [self._new_slot() for _ in range(size - len(live))]
-            await asyncio.gather(*(slot.start() for slot in added))
-            self.dispatch()
-        for slot in sorted(live, key=lambda s: (bool(s.in_flight), -s.index))[: len(live) - size]:
-            slot.removing = True
-            if not slot.in_flight:
-                self._replace(slot)
-
-    async def _remove(self, slot: Slot) -> None:
-        await self._bury(slot, slot.detach())
-        self._detach(slot)
-
-    def _detach(self, slot: Slot) -> None:
-        """Forget a removed slot; its waiting keyed tasks go to the others."""
-        if slot in self.slots:
-            self.slots.remove(slot)
-            self.queues.remove_slot(slot, self.slots)
-        self.dispatch()
+            slot.retire()
+        self.supervisor.release(slot)
 
     # Bookkeeping
+
+    def _give_up(self, error: HybridError) -> None:
+        """No worker could be started again: fail what waits, and all that comes."""
+        self._failing_all = error
+        self._fail_queued(error)
+        self._check_idle()
 
     def _fail_queued(self, error: BaseException) -> None:
         for task in self.queues.drain():
@@ -549,17 +359,7 @@ class Pool:
         if self.paused_because is not None or not self._room_waiters:
             return
         room = len(self._room_waiters) if self.max_queued is None else self.max_queued - self.queued
-        while room > 0 and self._room_waiters:
-            waiter = self._room_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                room -= 1
-
-    def _fail_room_waiters(self) -> None:
-        while self._room_waiters:
-            waiter = self._room_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._room_waiters.wake(room)
 
     def bound_worker(self, key: Hashable) -> int | None:
         """The index of the worker slot a key is bound to, if it is bound."""
@@ -567,52 +367,12 @@ class Pool:
         return None if slot is None else slot.index
 
     def stats(self) -> EngineStats:
-        counters = self.counters
-        durations = sorted(counters.durations_s)
-        workers = tuple(
-            WorkerStats(
-                index=slot.index,
-                pid=slot.pid,
-                alive=slot.alive,
-                busy=bool(slot.in_flight),
-                tasks=slot.tasks_done,
-                busy_s=slot.busy_s,
-                starts=slot.starts,
-                liveness=slot.liveness.state if slot.liveness else "alive",
-                heartbeat_interval_s=(
-                    slot.liveness.detector.heartbeat_interval() if slot.liveness else None
-                ),
-                heartbeats=slot.liveness.beats_seen if slot.liveness else 0,
-            )
-            for slot in self.slots
-        )
-        return EngineStats(
-            workers=sum(1 for slot in self.slots if slot.alive),
-            busy=sum(1 for slot in self.slots if slot.in_flight),
-            queued=self.queued,
-            submitted=counters.submitted,
-            completed=counters.completed,
-            failed=counters.failed,
-            crashed=counters.crashed,
-            timed_out=counters.timed_out,
-            cancelled=counters.cancelled,
-            worker_restarts=counters.worker_restarts,
-            round_trips=counters.round_trips,
-            recycled_for_memory=counters.recycled_for_memory,
-            hung_workers_killed=counters.hung,
-            task_p50_s=percentile(durations, 0.50),
-            task_p95_s=percentile(durations, 0.95),
-            task_p99_s=percentile(durations, 0.99),
-            per_worker=workers,
-            paused_because=self.paused_because,
-        )
+        return pool_stats(self.slots, self.counters, self.queued, self.paused_because)
 
 
-def _hit_memory_limit(problems: dict[int, Outcome]) -> bool:
-    return any(
-        outcome is not None
-        and not outcome[0]
-        and isinstance(outcome[2], tuple)
-        and is_memory_limit_error(str(outcome[2][1]))
-        for outcome in problems.values()
-    )
+def _take(queue: deque[Task], tasks: list[Task]) -> list[Task]:
+    """Pop a batch the policy chose off its queue, with the cancelled tasks among it."""
+    last = tasks[-1]
+    while queue.popleft() is not last:
+        pass
+    return tasks

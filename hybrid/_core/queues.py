@@ -88,7 +88,7 @@ class WorkQueues:
         return self.keyed[slot]
 
     def _bind(self, key: Hashable, slots: list[Slot]) -> Slot:
-        candidates = [slot for slot in slots if slot in self.keyed and not slot.removing]
+        candidates = [slot for slot in slots if slot in self.keyed and not slot.going]
         slot = min(
             candidates,
             key=lambda s: (len(self.keyed[s]) + len(s.in_flight), self._keys_per_slot[s], s.index),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import EngineClosed, MemoryLimitExceeded, TaskTimeout, WorkerCrashed
+from ..isolation import is_memory_limit_error
 from .batching import TaskTimes
 from .outcome import Outcome, failed, read_records, rebuild_error
 from .stats import Counters
@@ -237,3 +238,14 @@ def _shifted(problems: dict[int, Outcome], start: int, count: int) -> dict[int, 
         for index, outcome in problems.items()
         if start <= index < start + count
     }
+
+
+def hit_memory_limit(problems: dict[int, Outcome]) -> bool:
+    """Whether a call failed for passing the hard memory limit (address space)."""
+    return any(
+        outcome is not None
+        and not outcome[0]
+        and isinstance(outcome[2], tuple)
+        and is_memory_limit_error(str(outcome[2][1]))
+        for outcome in problems.values()
+    )

@@ -21,11 +21,11 @@ from typing import Any
 from .._errors import WorkerStartError
 from . import worker as _worker
 from .area import ResultArea
+from .dispatch import Estimate, InFlight, SlotView
 from .liveness import WorkerLiveness
+from .slot_state import ALIVE, GOING, SlotState, check_move, on_death
 from .spec import WorkerSettings
 from .task import Batch
-
-PIPELINE_DEPTH = 2  # batches a worker may hold: one running, one waiting to start at once
 
 
 class Slot:
@@ -50,10 +50,7 @@ class Slot:
         self.pid: int | None = None
         self.in_flight: list[Batch] = []
         self.next_parity = 0
-        self.alive = False
-        self.retiring = False  # finish what it holds, then be replaced
-        self.removing = False  # finish what it holds, then go (the pool is shrinking)
-        self.replacing = False  # a replacement (or removal) is under way
+        self.state = SlotState.STARTING  # changed only by move_to()
         self.on_exit: Callable[[Slot], None] | None = None  # called when the process ends
         self.rss_checked_at = 0.0  # loop time of the last read of its memory
         self.liveness: WorkerLiveness | None = None  # heartbeat judgement, kept by the watch
@@ -65,17 +62,40 @@ class Slot:
         self.tasks_done = 0
 
     @property
-    def idle(self) -> bool:
-        return self.alive and not self.retiring and not self.removing and not self.in_flight
+    def alive(self) -> bool:
+        """Whether its process runs (as far as the pool knows)."""
+        return self.state in ALIVE
 
-    def is_leaving(self) -> bool:
+    @property
+    def going(self) -> bool:
         """Whether a shrink has chosen this slot (it may change while the slot starts)."""
-        return self.removing
+        return self.state in GOING
 
-    def can_take(self, pipelined: bool) -> bool:
-        if not self.alive or self.retiring or self.removing:
-            return False
-        return not self.in_flight or (pipelined and len(self.in_flight) < PIPELINE_DEPTH)
+    def view(self, estimate: Estimate, count_held: bool) -> SlotView:
+        """A snapshot for the dispatch policy; ``count_held`` sums the calls it holds."""
+        in_flight = self.in_flight
+        if not in_flight:
+            return SlotView(self.index, self.state, (), self.busy_s, self.tasks_since_start, 0)
+        return SlotView(
+            self.index,
+            self.state,
+            tuple(
+                InFlight(batch.short, estimate(batch.tasks[0].fn_key) if batch.tasks else None)
+                for batch in in_flight
+            ),
+            self.busy_s,
+            self.tasks_since_start,
+            sum(task.n_calls for batch in in_flight for task in batch.tasks) if count_held else 0,
+        )
+
+    def move_to(self, state: SlotState) -> None:
+        """Change state; raises ForbiddenTransition on a move the table does not allow."""
+        self.state = check_move(self.state, state)
+
+    def retire(self) -> None:
+        """Have a serving slot's process replaced once its batches settle."""
+        if self.state is SlotState.SERVING:
+            self.move_to(SlotState.RETIRING)
 
     async def start(self) -> None:
         """Start a worker process and wait until it is ready to serve."""
@@ -107,10 +127,12 @@ class Slot:
         self.next_parity = 0
         self.tasks_since_start = 0
         self.starts += 1
-        self.replacing = False
-        self.alive = True
+        # A shrink that chose the slot while it started still holds: it serves nothing.
+        if self.state is SlotState.LEAVING:
+            self.move_to(SlotState.REMOVING)
+        elif self.state is not SlotState.REMOVING:
+            self.move_to(SlotState.SERVING)
         self._watch_exit(loop)
-        self.retiring = False
 
     def submit(self, batch: Batch) -> asyncio.Future[_worker.BatchReport]:
         """Send a batch to the worker; the future fails with BrokenProcessPool if it dies."""
@@ -130,12 +152,14 @@ class Slot:
     def kill(self) -> None:
         """Kill the worker process at once (SIGKILL); the slot takes no work until replaced."""
         if self.pid is not None and self.alive:
-            self.alive = False
+            self.move_to(on_death(self.state))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
 
     def mark_dead(self) -> None:
-        self.alive = False
+        """Record that its process is gone (a no-op for a slot already past its process)."""
+        if self.alive:
+            self.move_to(on_death(self.state))
         self._unwatch_exit()
 
     def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -159,13 +183,13 @@ class Slot:
 
     async def stop(self) -> None:
         """Shut the executor down and join its process; the area is unmapped."""
+        self.move_to(SlotState.STOPPED)
         await self.detach().close()
 
     def detach(self) -> RetiredProcess:
         """Take the current process off the slot, so a new one can start while it is joined."""
         retired = RetiredProcess(self._executor, self._process, self.area, self.pid)
         self._executor, self._process, self.area = None, None, None
-        self.alive = False
         self._unwatch_exit()
         return retired
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..autoscale import AutoscaleState
+    from .slot import Slot
 
 DURATION_SAMPLES = 8192  # recent task run times kept for percentiles
 
@@ -87,3 +88,47 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
         return None
     rank = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[rank]
+
+
+def pool_stats(
+    slots: list[Slot], counters: Counters, queued: int, paused_because: str | None
+) -> EngineStats:
+    """A snapshot of one pool."""
+    durations = sorted(counters.durations_s)
+    workers = tuple(
+        WorkerStats(
+            index=slot.index,
+            pid=slot.pid,
+            alive=slot.alive,
+            busy=bool(slot.in_flight),
+            tasks=slot.tasks_done,
+            busy_s=slot.busy_s,
+            starts=slot.starts,
+            liveness=slot.liveness.state if slot.liveness else "alive",
+            heartbeat_interval_s=(
+                slot.liveness.detector.heartbeat_interval() if slot.liveness else None
+            ),
+            heartbeats=slot.liveness.beats_seen if slot.liveness else 0,
+        )
+        for slot in slots
+    )
+    return EngineStats(
+        workers=sum(1 for slot in slots if slot.alive),
+        busy=sum(1 for slot in slots if slot.in_flight),
+        queued=queued,
+        submitted=counters.submitted,
+        completed=counters.completed,
+        failed=counters.failed,
+        crashed=counters.crashed,
+        timed_out=counters.timed_out,
+        cancelled=counters.cancelled,
+        worker_restarts=counters.worker_restarts,
+        round_trips=counters.round_trips,
+        recycled_for_memory=counters.recycled_for_memory,
+        hung_workers_killed=counters.hung,
+        task_p50_s=percentile(durations, 0.50),
+        task_p95_s=percentile(durations, 0.95),
+        task_p99_s=percentile(durations, 0.99),
+        per_worker=workers,
+        paused_because=paused_because,
+    )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from .. import ticks
 from ..messaging.detector import DetectorConfig, FailureDetector
 from .liveness import WorkerLiveness
+from .slot_state import SlotState
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -85,7 +86,10 @@ def check_liveness(pool: Pool, slot: Slot, now: float) -> None:
 
 def check_memory(pool: Pool, slot: Slot) -> None:
     limit = pool.spec.max_rss_bytes
-    if limit is None or pool.rss_limit_by_policy or slot.retiring or slot.pid is None:
+    # A slot already on its way out is not recycled (nor counted) again.
+    if limit is None or pool.rss_limit_by_policy or slot.state is not SlotState.SERVING:
+        return
+    if slot.pid is None:
         return
     rss = rss_bytes(slot.pid)
     if rss is not None and rss > limit:
