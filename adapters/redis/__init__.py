@@ -34,7 +34,7 @@ from .client import RedisEngine
 from .conn import redact
 from .dispatch import build_registry, task_name
 from .errors import JobRejected, RedisFault
-from .liveness import Detector, PeerTable, beat_value, redis_detector
+from .liveness import Detector, PeerTable, PeerView, beat_value, redis_detector
 from .node import NodeConfig, WorkerNode
 from .transport import RedisStreamTransport
 
@@ -43,6 +43,7 @@ __all__ = [
     "JobRejected",
     "NodeConfig",
     "PeerTable",
+    "PeerView",
     "RedisCache",
     "RedisEngine",
     "RedisFault",

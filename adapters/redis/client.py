@@ -53,7 +53,14 @@ from .conn import (
 )
 from .dispatch import task_name
 from .errors import RedisFault
-from .liveness import beat_value
+from .liveness import (
+    PeerTable,
+    PeerView,
+    beat_value,
+    negotiated_interval,
+    peer_views,
+    redis_detector,
+)
 
 log = logging.getLogger("hybrid.redis")
 
@@ -70,6 +77,7 @@ DEFAULT_WINDOW_ENTRIES = 32  # entries in flight per map() on the batched path
 
 
 FLUSH_TRIES = 4  # sends of a job Redis refused for a reason that may pass (OOM, READONLY)
+DEAD_AFTER_S = 2.0  # the least silence after which this client judges a node dead
 FAULT_PATIENCE_S = 10.0  # how long Redis may refuse our beats before outstanding calls fail
 
 
@@ -97,7 +105,8 @@ class RedisEngine:
             ``secret``; every entry is HMAC-signed).
         secret: the shared HMAC key; defaults to the ``HYBRID_SECRET`` environment variable.
         chunk_calls: calls per stream entry on the batched path.
-        beat_interval_s: how often the client beats and checks whether Redis restarted.
+        beat_interval_s: how often the client beats (and checks whether Redis restarted)
+            until the nodes ask for another interval (at most 3 beats a second).
         fault_patience_s: how long Redis may refuse this client's writes (out of memory, a
             read-only replica) before its outstanding calls fail with :class:`RedisFault`.
     """
@@ -145,6 +154,8 @@ class RedisEngine:
         self._fault: RedisFault | None = None  # the reply stream cannot be read: calls fail
         self._refused_since: float | None = None  # monotonic time beats began to be refused
         self._beaten = False  # a beat of ours has been stored
+        self._peers = PeerTable(lambda: redis_detector(beat_interval_s, DEAD_AFTER_S))
+        self._beat_every_s = negotiated_interval(beat_interval_s)  # as the nodes ask
 
     # Life cycle
 
@@ -427,7 +438,7 @@ class RedisEngine:
 
     async def _beat_loop(self) -> None:
         while not self._closed:
-            await asyncio.sleep(self.beat_interval_s)
+            await asyncio.sleep(self._beat_every_s)
             try:
                 await self._beat()
             except TRANSIENT_ERRORS:
@@ -453,12 +464,15 @@ class RedisEngine:
 
     async def _beat(self) -> None:
         value = beat_value(
-            time.time_ns(), self.beat_interval_s, "client", self._secret, self._beat_name
-        )
+            time.time_ns(), self._beat_every_s, "client", self._secret, self._beat_name,
+            self._peers.asks(roles=("node",)),
+        )  # fmt: skip
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.hset(self.keys.beats, self._beat_name, msgpack.packb(value))
             pipe.pexpire(self._reply_key, REPLY_TTL_MS)
-            new_beat, _ = await pipe.execute()
+            pipe.hgetall(self.keys.beats)
+            new_beat, _, raw = await pipe.execute()
+        self._judge_nodes(raw)
         beaten_before, self._beaten = self._beaten, True
         run_id = await server_run_id(self._client)
         if run_id != self._run_id:
@@ -469,6 +483,24 @@ class RedisEngine:
             # Our beat was gone: a node judged us gone (we were paused) and removed our
             # reply stream with it. Take what is left and send again what was lost.
             await self._recover_after_restart()
+
+    def _judge_nodes(self, raw: dict[bytes, bytes]) -> None:
+        """Feed every node's beat to its detector; beat at what the nodes ask of us."""
+        beats: dict[bytes, Any] = {}
+        for name, packed in raw.items():
+            with contextlib.suppress(Exception):
+                beat = msgpack.unpackb(packed)
+                if isinstance(beat, list) and len(beat) > 2 and beat[2] == "node":
+                    beats[bytes(name)] = beat
+        self._peers.update(beats, time.time(), self._secret)
+        for name in [name for name in self._peers.peers if name not in beats]:
+            self._peers.forget(name)
+        self._beat_every_s = self._peers.asked_of(self._beat_name, self.beat_interval_s)
+
+    def peers(self) -> list[PeerView]:
+        """Every node this client judges: state, clock offset, last transit, the interval
+        asked of it and the interval it asks of this client."""
+        return peer_views(self._peers, self._beat_name, time.time())
 
     async def _recover_after_restart(self) -> None:
         """Redis restarted: take the results it kept, resend only the jobs it lost.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -49,7 +50,15 @@ from .conn import (
 from .dispatch import Dispatcher, InFlight, build_registry
 from .errors import JobRejected
 from .features import FeatureCache
-from .liveness import Detector, PeerTable, beat_value, redis_detector
+from .liveness import (
+    Detector,
+    PeerTable,
+    PeerView,
+    beat_value,
+    negotiated_interval,
+    peer_views,
+    redis_detector,
+)
 from .scripts import Scripts, taken_entries
 from .trim import safe_trim_id
 
@@ -77,7 +86,9 @@ class NodeConfig:
     Attributes:
         lease_s: an entry idle this long (no beat, no renewal from its holder) is claimed
             by any node; a live node renews its long jobs well before.
-        beat_interval_s: how often the node beats, reads its peers' beats and judges them.
+        beat_interval_s: how often the node reads its peers' beats, judges them and renews
+            its leases. It beats at the interval its peers' detectors ask of it (the
+            shortest asked, at most 3 beats a second), this one until they ask.
         dead_after_s: the least silence after which a peer may be judged dead.
         max_deliveries: an entry delivered more often than this is dead-lettered.
         drain_timeout_s: on SIGTERM, how long running jobs may take before the rest is
@@ -138,6 +149,8 @@ class WorkerNode:
         )
         make = config.detector_factory or redis_detector
         self._peers = PeerTable(lambda: make(config.beat_interval_s, config.dead_after_s))
+        self.beat_interval_s = negotiated_interval(config.beat_interval_s)  # as peers ask
+        self._beaten_at = -math.inf
         self._inflight: dict[bytes, InFlight] = {}
         self._finished: list[InFlight] = []
         self._finished_event = asyncio.Event()
@@ -150,6 +163,11 @@ class WorkerNode:
         self._said_waiting = False
         self._refused: BaseException | None = None  # credentials revoked while running
         self._refused_event = asyncio.Event()
+
+    def peers(self) -> list[PeerView]:
+        """Every peer this node judges: role, state, clock offset, last transit, the
+        interval asked of it, and the interval it asks of this node."""
+        return peer_views(self._peers, self.name, self.config.wall_ns() / 1e9)
 
     def clock_offset_s(self, peer: bytes) -> float | None:
         """How far this node's clock runs ahead of a peer's (``b"client:<id>"`` or a node's
@@ -499,7 +517,9 @@ class WorkerNode:
             stalled = recheck or started - last_started > STALL_BEATS * interval_s
             last_started, recheck = started, False
             try:
-                await self._beat()
+                if started - self._beaten_at >= self.beat_interval_s:
+                    self._beaten_at = started
+                    await self._beat()
                 await self._refresh_features()
                 await self._renew_leases(everything=stalled)
                 await self._judge_peers()
@@ -520,9 +540,10 @@ class WorkerNode:
             await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
 
     async def _beat(self) -> None:
+        self.beat_interval_s = self._peers.asked_of(self.name, self.config.beat_interval_s)
         value = beat_value(
-            self.config.wall_ns(), self.config.beat_interval_s, "node", self.config.secret,
-            self.name,
+            self.config.wall_ns(), self.beat_interval_s, "node", self.config.secret,
+            self.name, self._peers.asks(),
         )  # fmt: skip
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.hset(self.keys.beats, self.name, msgpack.packb(value))

@@ -46,7 +46,7 @@ from .recent import RecentSet
 
 GROUP = "crawlers"
 ORPHAN_LEASE_S = 30.0  # an entry idle this long, held by a crawler that never beat, is taken
-BEAT_INTERVAL_S = 0.2  # how often a crawler beats and judges the others
+BEAT_INTERVAL_S = 1 / 3  # how often a crawler beats and judges the others, until asked
 DEAD_AFTER_S = 0.8  # the least silence after which a crawler may be judged dead
 SEEN_CACHE_URLS = 100_000  # recently queued URLs kept to skip a round trip for each
 LEASE_RENEW_S = 1.0  # how often a crawler renews the entries it holds
@@ -90,6 +90,7 @@ class RedisFrontier:
         self.keys = (f"{prefix}:stream", f"{prefix}:seen", f"{prefix}:results")
         self._beats_key = f"{prefix}:crawlers"
         self._peers = PeerTable(lambda: redis_detector(BEAT_INTERVAL_S, DEAD_AFTER_S))
+        self._beat_every_s = BEAT_INTERVAL_S  # until the other crawlers ask for another
         self._handed_out_key = f"{prefix}:handed-out"
         self._max_pages = config.max_pages
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -230,7 +231,7 @@ class RedisFrontier:
         """Beat, judge the other crawlers, take over the dead ones' URLs, renew leases."""
         renewed_at = time.monotonic()
         while True:
-            await asyncio.sleep(BEAT_INTERVAL_S)
+            await asyncio.sleep(self._beat_every_s)
             with contextlib.suppress(RedisError):
                 await self._beat_and_judge()
                 if time.monotonic() - renewed_at >= LEASE_RENEW_S:
@@ -242,7 +243,10 @@ class RedisFrontier:
                         )
 
     async def _beat_and_judge(self) -> None:
-        beat = beat_value(time.time_ns(), BEAT_INTERVAL_S, "crawler")
+        me = self.consumer.encode()
+        beat = beat_value(
+            time.time_ns(), self._beat_every_s, "crawler", None, me, self._peers.asks()
+        )
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(self._beats_key, self.consumer, msgpack.packb(beat))
             pipe.hgetall(self._beats_key)
@@ -256,6 +260,7 @@ class RedisFrontier:
         self._peers.update(beats, now_s)
         for dead in self._peers.dead(now_s, role="crawler"):
             await self._take_over(dead)
+        self._beat_every_s = self._peers.asked_of(me, BEAT_INTERVAL_S)
 
     async def _take_over(self, dead: bytes) -> None:
         """Claim every URL a crawler judged dead still held, and forget it."""
