@@ -43,6 +43,12 @@ def parser() -> argparse.ArgumentParser:
     )
     parse.add_argument("--prefix", default=default.prefix, help="the cluster's key prefix")
     parse.add_argument(
+        "--queue",
+        default=default.queue,
+        help="the named queue to serve (RedisEngine.run(..., queue=NAME)); "
+        "the default queue when omitted",
+    )
+    parse.add_argument(
         "--lease",
         type=float,
         default=default.lease_s,
@@ -54,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=default.beat_interval_s,
         dest="beat_interval_s",
-        help="heartbeat interval in seconds",
+        help="seconds between two reads of the peers' beats (this node beats at the "
+        "interval its peers ask for, at most 3 beats a second)",
     )
     parse.add_argument(
         "--dead-after",
@@ -112,6 +119,7 @@ def worker_command(argv: list[str]) -> int:
         concurrency=args.concurrency,
         lease_s=args.lease_s,
         beat_interval_s=args.beat_interval_s,
+        queue=args.queue,
         dead_after_s=args.dead_after_s,
         max_deliveries=args.max_deliveries,
         max_entry_bytes=args.max_entry_bytes,

@@ -37,6 +37,7 @@ from .codec import (
     Fields,
     Rejected,
     decode_result,
+    encode_cancel,
     encode_job,
     rebuild_remote_error,
     secret_from,
@@ -78,6 +79,7 @@ DEFAULT_WINDOW_ENTRIES = 32  # entries in flight per map() on the batched path
 
 FLUSH_TRIES = 4  # sends of a job Redis refused for a reason that may pass (OOM, READONLY)
 DEAD_AFTER_S = 2.0  # the least silence after which this client judges a node dead
+CANCELS_KEPT = 10_000  # cancel notices kept in their stream (approximately)
 FAULT_PATIENCE_S = 10.0  # how long Redis may refuse our beats before outstanding calls fail
 
 
@@ -85,6 +87,7 @@ FAULT_PATIENCE_S = 10.0  # how long Redis may refuse our beats before outstandin
 class _Outstanding:
     fields: Fields
     future: asyncio.Future[list[Any]]
+    stream: bytes  # the job stream of its queue
     entry_id: bytes | None = None  # the job stream's id for it, once Redis took it
     tries: int = 0  # sends Redis refused
 
@@ -139,13 +142,22 @@ class RedisEngine:
         self.max_entry_bytes = max_entry_bytes
         self.fault_patience_s = fault_patience_s
         self.counters: dict[str, int] = dict.fromkeys(
-            ("submitted", "results", "duplicate_results", "resubmitted", "restarts_seen"), 0
+            (
+                "submitted",
+                "results",
+                "duplicate_results",
+                "resubmitted",
+                "restarts_seen",
+                "cancelled",
+            ),
+            0,
         )
         self._reply_key = self.keys.reply(self.client_id)
         self._client = connect(url)
         self._outstanding: dict[bytes, _Outstanding] = {}
         self._settled: OrderedDict[bytes, None] = OrderedDict()
         self._to_send: list[_Outstanding] = []
+        self._cancelling: set[asyncio.Task[None]] = set()
         self._flushing: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._run_id: bytes | None = None
@@ -174,6 +186,8 @@ class RedisEngine:
         if self._closed:
             return
         self._closed = True
+        if self._cancelling:  # the nodes hear of every call withdrawn before we go
+            await asyncio.gather(*self._cancelling, return_exceptions=True)
         for task in [*self._loops, *([self._flushing] if self._flushing else [])]:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -201,6 +215,8 @@ class RedisEngine:
         *args: *Ts,
         timeout: float | None = None,
         deadline: float | None = None,
+        retries: int | None = None,
+        queue: str = "",
     ) -> R:
         """Run ``fn(*args)`` on some node and return its result.
 
@@ -213,15 +229,28 @@ class RedisEngine:
                 killed and :class:`hybrid.TaskTimeout` raised.
             deadline: seconds from now by which the result must be ready; the node
                 drops the job unrun if it arrives later and cuts its run time to what is
-                left (clocks of client and node are assumed to agree).
+                left (on the client's clock: each node moves it onto its own by the
+                offset this client's beats show).
+            retries: times the job may run again after the node running it died (it is
+                delivered at most ``retries + 1`` times, then fails with
+                :class:`JobRejected`); None leaves it to the nodes' ``--max-deliveries``.
+            queue: the named queue to send it to, served by the nodes started with
+                ``hybrid worker --queue NAME``; "" is the default queue.
 
         Raises:
             The task's exception, :class:`hybrid.TaskTimeout`, :class:`hybrid.WorkerCrashed`,
-            :class:`JobRejected` (a node refused the job) or :class:`hybrid.EngineClosed`.
+            :class:`JobRejected` (a node refused the job), :class:`RedisFault` (Redis
+            refused it) or :class:`hybrid.EngineClosed`.
 
-        Cancellation: the caller stops waiting; the job may still run on a node.
+        Cancellation: the job is withdrawn: taken off the stream if no node has it yet,
+        else the node running it stops it (its worker is killed and replaced).
         """
-        (outcome,) = await self._submit(task_name(fn), [tuple(args)], timeout, deadline)
+        if retries is not None and (not isinstance(retries, int) or retries < 0):
+            raise ValueError(f"retries must be a whole number >= 0 or None, not {retries!r}")
+        (outcome,) = await self._submit(
+            task_name(fn), [tuple(args)], timeout, deadline,
+            max_deliveries=None if retries is None else retries + 1, queue=queue,
+        )  # fmt: skip
         return _value(outcome)  # type: ignore[no-any-return]
 
     async def run_batch(
@@ -291,6 +320,9 @@ class RedisEngine:
         calls: list[tuple[Any, ...]],
         timeout: float | None,
         deadline: float | None,
+        *,
+        max_deliveries: int | None = None,
+        queue: str = "",
     ) -> list[Any]:
         if self._closed:
             raise EngineClosed("the Redis engine is closed")
@@ -298,6 +330,7 @@ class RedisEngine:
             raise self._fault
         if not self._loops:
             await self.start()
+        stream = Keys(self.keys.prefix, queue).jobs
         job_id = secrets.token_hex(16).encode()  # 128 random bits: nobody can answer it early
         now_ns = time.time_ns()
         deadline_ns = None if deadline is None else now_ns + int(deadline * 1e9)
@@ -311,18 +344,44 @@ class RedisEngine:
             timeout_s=timeout,
             deadline_ns=deadline_ns,
             sent_ns=now_ns,
+            max_deliveries=max_deliveries,
         )
         size = sum(len(k) + len(v) for k, v in fields.items())
         if size > self.max_entry_bytes:
             raise ValueError(f"job of {size} bytes exceeds max_entry_bytes={self.max_entry_bytes}")
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        item = self._outstanding[job_id] = _Outstanding(fields, future)
+        item = self._outstanding[job_id] = _Outstanding(fields, future, stream)
         self._send(item)
         self.counters["submitted"] += 1
         try:
             return await future
+        except asyncio.CancelledError:
+            if not future.done() or future.cancelled():
+                self._withdraw(job_id, item)
+            raise
         finally:
             self._outstanding.pop(job_id, None)
+
+    def _withdraw(self, job_id: bytes, item: _Outstanding) -> None:
+        """The caller stopped waiting: take the job off the stream, or tell its node."""
+        if item in self._to_send:
+            self._to_send.remove(item)
+            return
+        task = asyncio.get_running_loop().create_task(self._send_cancel(job_id, item))
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
+
+    async def _send_cancel(self, job_id: bytes, item: _Outstanding) -> None:
+        self.counters["cancelled"] += 1
+        with contextlib.suppress(*TRANSIENT_ERRORS, ResponseError):
+            async with self._client.pipeline(transaction=False) as pipe:
+                if item.entry_id is not None:  # unread: no node will ever see it
+                    pipe.xdel(item.stream, item.entry_id)
+                pipe.xadd(
+                    self.keys.cancels, encode_cancel(job_id, self._secret),  # type: ignore[arg-type]
+                    maxlen=CANCELS_KEPT, approximate=True,
+                )  # fmt: skip
+                await pipe.execute()
 
     def _send(self, item: _Outstanding) -> None:
         self._to_send.append(item)
@@ -343,7 +402,7 @@ class RedisEngine:
                 try:
                     async with self._client.pipeline(transaction=False) as pipe:
                         for item in batch:
-                            pipe.xadd(self.keys.jobs, item.fields)  # type: ignore[arg-type]
+                            pipe.xadd(item.stream, item.fields)  # type: ignore[arg-type]
                         replies = await pipe.execute(raise_on_error=False)
                 except TRANSIENT_ERRORS:
                     self._to_send = batch + self._to_send
@@ -519,8 +578,8 @@ class RedisEngine:
             if not item.future.done() and item.entry_id is not None
         ]
         async with self._client.pipeline(transaction=False) as pipe:
-            for _, entry_id in waiting:
-                pipe.xrange(self.keys.jobs, min=entry_id, max=entry_id)
+            for item, entry_id in waiting:
+                pipe.xrange(item.stream, min=entry_id, max=entry_id)
             found = await pipe.execute()
         for (item, _), entries in zip(waiting, found, strict=True):
             if not entries and not item.future.done():

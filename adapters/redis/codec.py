@@ -78,6 +78,7 @@ class Job:
     earlier_deliveries: int
     fields: Fields
     sent_ns: int | None = None  # the client's wall clock when it sent the job
+    max_deliveries: int | None = None  # the caller's own limit (retries + 1), if it set one
 
 
 def sign(fields: Mapping[bytes, bytes], secret: bytes) -> bytes:
@@ -120,6 +121,7 @@ def encode_job(
     deadline_ns: int | None,
     earlier_deliveries: int = 0,
     sent_ns: int | None = None,
+    max_deliveries: int | None = None,
 ) -> Fields:
     """The stream fields of a job; pickle needs ``secret`` and is always signed."""
     fields: Fields = {
@@ -136,6 +138,8 @@ def encode_job(
         fields[b"d"] = str(deadline_ns).encode()
     if sent_ns is not None:
         fields[b"w"] = str(sent_ns).encode()
+    if max_deliveries is not None:
+        fields[b"m"] = str(max_deliveries).encode()
     if earlier_deliveries:
         fields[HANDBACKS_FIELD] = str(earlier_deliveries).encode()
     return with_signature(fields, codec, secret)
@@ -186,6 +190,7 @@ def _job_from(fields: Mapping[bytes, bytes], codec: bytes, reply_prefix: bytes) 
     timeout = fields.get(b"t")
     deadline = fields.get(b"d")
     sent = fields.get(b"w")
+    limit = fields.get(b"m")
     earlier = int(fields.get(HANDBACKS_FIELD, b"0"))
     if earlier < 0:
         raise Rejected(f"malformed: hand-back count {earlier} < 0")
@@ -200,6 +205,7 @@ def _job_from(fields: Mapping[bytes, bytes], codec: bytes, reply_prefix: bytes) 
         earlier_deliveries=earlier,
         fields=dict(fields),
         sent_ns=None if sent is None else int(sent),
+        max_deliveries=None if limit is None else max(1, int(limit)),
     )
 
 
@@ -340,3 +346,17 @@ def _local_exception(described: Mapping[str, Any]) -> BaseException:
         except Exception:
             pass
     return RemoteError(f"the task raised {qualname or 'an exception'}: {message}")
+
+
+def encode_cancel(job_id: bytes, secret: bytes | None) -> Fields:
+    """A notice that a job's caller stopped waiting: nodes stop its calls."""
+    fields: Fields = {b"v": FORMAT_VERSION, b"j": job_id, b"c": MSGPACK}
+    return with_signature(fields, MSGPACK, secret)
+
+
+def decode_cancel(fields: Mapping[bytes, bytes], secret: bytes | None) -> bytes:
+    """The job id of a cancel notice, or :class:`Rejected` (with a secret, it must verify)."""
+    if fields.get(b"v") != FORMAT_VERSION or b"j" not in fields:
+        raise Rejected("malformed cancel")
+    check_signature(fields, secret, required=secret is not None)
+    return fields[b"j"]

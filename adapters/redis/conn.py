@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ KEEPALIVE_COUNT = 3
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 GROUP = b"workers"
+QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # Redis being unreachable or restarting, as opposed to a wrong command.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -116,13 +118,25 @@ class Keys:
     """Every key of one cluster, sharing a hash tag so scripts may touch them together."""
 
     prefix: str
+    queue: str = ""  # a named queue (``hybrid worker --queue parse``); "" is the default one
+
+    def __post_init__(self) -> None:
+        if self.queue and not QUEUE_NAME.fullmatch(self.queue):
+            raise ValueError(
+                f"a queue name is letters, digits, '.', '_' or '-', not {self.queue!r}"
+            )
 
     def _key(self, name: str) -> bytes:
         return f"{{{self.prefix}}}:{name}".encode()
 
     @property
     def jobs(self) -> bytes:
-        return self._key("jobs")
+        return self._key(f"jobs:{self.queue}" if self.queue else "jobs")
+
+    @property
+    def cancels(self) -> bytes:
+        """Where clients say a job's caller stopped waiting (every node reads it)."""
+        return self._key("cancels")
 
     @property
     def dead(self) -> bytes:

@@ -138,6 +138,16 @@ class Dispatcher:
                     stopped[item.job.job_id] = stopped.get(item.job.job_id, 0) + 1
         return list(stopped.items())
 
+    def cancel_job(self, job_id: bytes) -> int:
+        """Stop the local calls of one job (its caller stopped waiting); returns how many
+        tasks were cancelled. A task shared with other jobs finishes."""
+        stopped = 0
+        for handle, slots in list(self._running.items()):
+            if all(item.job.job_id == job_id for item, _ in slots):
+                handle.cancel()
+                stopped += 1
+        return stopped
+
     def _collect(self, handle: TaskHandle[BatchResults[Any]], slots: list[Slot]) -> None:
         self._running.pop(handle, None)
         if handle.cancelled():

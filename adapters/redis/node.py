@@ -31,6 +31,7 @@ from .codec import (
     Fields,
     Job,
     Rejected,
+    decode_cancel,
     decode_job,
     describe_error,
     encode_result,
@@ -97,6 +98,8 @@ class NodeConfig:
             beat must verify, and a job seen before (a replay) or sent more than
             ``replay_window_s`` ago is refused.
         replay_window_s: see ``secret``.
+        queue: the named queue this node serves (``RedisEngine.run(..., queue=NAME)``);
+            "" is the default queue.
         wall_ns: this node's wall clock (injectable: tests shift it).
     """
 
@@ -114,6 +117,7 @@ class NodeConfig:
     secret: bytes | None = None
     detector_factory: Callable[[float, float], Detector] | None = None
     replay_window_s: float = REPLAY_WINDOW_S
+    queue: str = ""
     wall_ns: Callable[[], int] = time.time_ns
 
     def __post_init__(self) -> None:
@@ -125,7 +129,7 @@ class WorkerNode:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.keys = Keys(config.prefix)
+        self.keys = Keys(config.prefix, config.queue)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}".encode()
         self.registry = build_registry(config.modules)
         self.counters: dict[str, int] = dict.fromkeys(
@@ -137,6 +141,7 @@ class WorkerNode:
                 "lease_lost",
                 "handed_back",
                 "store_refused",
+                "cancelled",
             ),
             0,
         )
@@ -195,7 +200,11 @@ class WorkerNode:
                 return
             log.info("node %s consuming %s", self.name.decode(), self.keys.jobs.decode())
             self._reader = self._guarded(self._read_loop())
-            self._loops = [self._guarded(self._finish_loop()), self._guarded(self._beat_loop())]
+            self._loops = [
+                self._guarded(self._finish_loop()),
+                self._guarded(self._beat_loop()),
+                self._guarded(self._cancel_loop()),
+            ]
             if on_ready is not None:
                 on_ready()
             await _first_of(stop, self._refused_event)
@@ -367,7 +376,7 @@ class WorkerNode:
             max_entry_bytes=self.config.max_entry_bytes,
             reply_prefix=self.keys.reply_prefix,
         )
-        self._check_deliveries(deliveries + job.earlier_deliveries)
+        self._check_deliveries(deliveries + job.earlier_deliveries, job)
         if job.fn_name not in self.registry:
             raise Rejected(f"unknown task {job.fn_name!r} (not in the modules this node imported)")
         if self.config.secret is not None:
@@ -393,11 +402,15 @@ class WorkerNode:
         offset_s = self._peers.offset_s(b"client:" + client)
         return 0 if offset_s is None else int(offset_s * 1e9)
 
-    def _check_deliveries(self, deliveries: int) -> None:
-        if deliveries > self.config.max_deliveries:
+    def _check_deliveries(self, deliveries: int, job: Job | None = None) -> None:
+        limit = self.config.max_deliveries
+        own = None if job is None else job.max_deliveries
+        if own is not None and own < limit and deliveries > own:
             raise Rejected(
-                f"delivered {deliveries} times (max_deliveries={self.config.max_deliveries})"
+                f"delivered {deliveries} times (retries={own - 1}: the nodes running it died)"
             )
+        if deliveries > limit:
+            raise Rejected(f"delivered {deliveries} times (max_deliveries={limit})")
 
     def _ackdel(self) -> bytes:
         """The scripts' flag: acknowledge with XACKDEL ... ACKED (Redis 8.2+)."""
@@ -440,6 +453,44 @@ class WorkerNode:
             return
         error = {**describe_error(JobRejected(reason)), "kind": "rejected"}
         pipe.xadd(reply_key, encode_result(job_id, [[0, error]], b"m", self.config.secret))
+
+    # Cancelling
+
+    async def _cancel_loop(self) -> None:
+        """Stop the calls of jobs whose caller stopped waiting (``cancels`` stream)."""
+        last_id = b"$"
+        while not self._closed:
+            try:
+                reply: Any = await self._client.xread(
+                    {self.keys.cancels: last_id}, count=READ_BATCH, block=READ_BLOCK_MS
+                )
+            except REFUSED_ERRORS:
+                raise
+            except TRANSIENT_ERRORS:
+                await self._backoff.wait()
+                continue
+            except ResponseError:
+                await self._backoff.wait()
+                continue
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    try:
+                        job_id = decode_cancel(fields, self.config.secret)
+                    except Rejected as refusal:
+                        log.warning("ignored a cancel notice: %s", refusal.reason)
+                        continue
+                    self._cancel_job(job_id)
+
+    def _cancel_job(self, job_id: bytes) -> None:
+        stopped = self._dispatcher.cancel_job(job_id)
+        if stopped:
+            self.counters["cancelled"] += 1
+            log.warning(
+                "job %s: its caller stopped waiting; stopped %d of its calls here",
+                job_id.decode(errors="replace"),
+                stopped,
+            )
 
     # Finishing
 

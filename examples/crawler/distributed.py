@@ -276,7 +276,7 @@ class RedisFrontier:
                     key = entry_id.decode()
                     self._held.add(key)
                     self._window.append(Job(key, fields[b"url"].decode(), int(fields[b"depth"])))
-            print(f"crawler {dead.decode()} is dead: took over {len(ids)} URLs", file=sys.stderr)
+        print(f"crawler {dead.decode()} is dead: took over {len(ids)} URLs", file=sys.stderr)
         await self.client.hdel(self._beats_key, dead)
         self._peers.forget(dead)
         with contextlib.suppress(RedisError):
