@@ -496,8 +496,11 @@ class RedisEngine:
         return f"client:{self.client_id}".encode()
 
     async def _beat_loop(self) -> None:
+        beaten_at = time.monotonic()
         while not self._closed:
-            await asyncio.sleep(self._beat_every_s)
+            # On a schedule, not sleep-then-work: the beats keep the interval asked of us.
+            await asyncio.sleep(max(0.0, beaten_at + self._beat_every_s - time.monotonic()))
+            beaten_at = time.monotonic()
             try:
                 await self._beat()
             except TRANSIENT_ERRORS:

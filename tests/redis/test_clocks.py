@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -28,12 +29,12 @@ def shifted(offset_ns: int) -> Callable[[], int]:
 
 @contextlib.asynccontextmanager
 async def node_with_clock(
-    url: str, prefix: str, offset_ns: int, **options: object
+    url: str, prefix: str, offset_ns: int, **options: Any
 ) -> AsyncIterator[WorkerNode]:
+    options.setdefault("wall_ns", shifted(offset_ns))
     config = NodeConfig(
-        url=url, prefix=prefix, modules=("tests.redis.tasks",), workers=1,
-        wall_ns=shifted(offset_ns), **options,  # type: ignore[arg-type]
-    )  # fmt: skip
+        url=url, prefix=prefix, modules=("tests.redis.tasks",), workers=1, **options
+    )
     node = WorkerNode(config)
     stop, ready = asyncio.Event(), asyncio.Event()
     serving = asyncio.create_task(node.serve(stop, ready.set))
@@ -83,3 +84,30 @@ async def test_a_node_whose_clock_is_behind_still_drops_a_job_really_late(
         with pytest.raises(hybrid.TaskTimeout):
             await asyncio.wait_for(engine.run(tasks.add, 1, 1, deadline=0.4), WAIT_S)
         await asyncio.wait_for(busy, WAIT_S)
+
+
+def drifting(offset_ns: int, ppm: float) -> Callable[[], int]:
+    """A clock ``offset_ns`` ahead that gains ``ppm`` millionths of each second."""
+    origin = time.time_ns()
+    return lambda: (now := time.time_ns()) + offset_ns + int((now - origin) * ppm / 1e6)
+
+
+async def test_a_node_3_s_fast_and_drifting_is_judged_like_a_synchronised_one(
+    redis_url: str, prefix: str
+) -> None:
+    async with (
+        node_with_clock(redis_url, prefix, 0) as judge,
+        node_with_clock(redis_url, prefix, 0, wall_ns=drifting(SKEW_NS, 20.0)) as fast,
+        RedisEngine(redis_url, prefix=prefix) as engine,
+    ):
+        await wait_until(lambda: any(view.name == fast.name for view in judge.peers()))
+        for _ in range(10):  # beats keep coming: never suspected, let alone convicted
+            nodes = [view for view in judge.peers() if view.role == "node"]
+            assert [view.state for view in nodes] == ["alive"]
+            await asyncio.sleep(0.3)
+        view = next(view for view in judge.peers() if view.name == fast.name)
+        assert view.clock_offset_s == pytest.approx(-SKEW_NS / 1e9, abs=0.3)
+        results = await asyncio.gather(
+            *(engine.run(tasks.add, i, 0, deadline=2.0) for i in range(20))
+        )
+        assert results == list(range(20))  # both nodes served, none dropped as late
