@@ -37,6 +37,15 @@ async def serving(node: WorkerNode) -> AsyncIterator[WorkerNode]:
         await asyncio.wait_for(task, WAIT_S)
 
 
+@pytest.fixture
+async def raw(private_redis: PrivateRedis) -> AsyncIterator[aioredis.Redis]:
+    """A started private Redis, and a plain client of it closed at the end."""
+    private_redis.start()
+    client = aioredis.Redis.from_url(private_redis.url)
+    yield client
+    await client.aclose()
+
+
 async def fill_memory(raw: aioredis.Redis) -> None:
     """Make Redis full: every command that may grow memory (XADD, HSET) is refused."""
     await raw.config_set("maxmemory-policy", "noeviction")
@@ -44,10 +53,8 @@ async def fill_memory(raw: aioredis.Redis) -> None:
 
 
 async def test_a_job_redis_will_not_take_fails_with_the_reason(
-    private_redis: PrivateRedis,
+    private_redis: PrivateRedis, raw: aioredis.Redis
 ) -> None:
-    private_redis.start()
-    raw = aioredis.Redis.from_url(private_redis.url)
     async with RedisEngine(private_redis.url, prefix="oom") as engine:
         await fill_memory(raw)
         with pytest.raises(RedisFault, match="OOM"):
@@ -57,14 +64,11 @@ async def test_a_job_redis_will_not_take_fails_with_the_reason(
                                      modules=("tests.redis.tasks",), workers=1))  # fmt: skip
         async with serving(node):
             assert await asyncio.wait_for(engine.run(tasks.add, 1, 2), WAIT_S) == 3
-    await raw.aclose()
 
 
 async def test_a_result_redis_refuses_is_kept_unacknowledged_until_it_is_taken(
-    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+    private_redis: PrivateRedis, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    private_redis.start()
-    raw = aioredis.Redis.from_url(private_redis.url)
     node = WorkerNode(NodeConfig(url=private_redis.url, prefix="late",
                                  modules=("tests.redis.tasks",), workers=1))  # fmt: skip
     caplog.set_level(logging.ERROR, logger="hybrid.redis")
@@ -82,16 +86,13 @@ async def test_a_result_redis_refuses_is_kept_unacknowledged_until_it_is_taken(
         await raw.config_set("maxmemory", 0)
         value, _pid = await asyncio.wait_for(call, WAIT_S)
         assert value == 1
-        assert node.counters["completed"] == 1
+        await wait_until(lambda: node.counters["completed"] == 1)
     assert "Redis refused its result (OOM" in caplog.text
-    await raw.aclose()
 
 
 async def test_a_reply_stream_of_the_wrong_type_fails_the_calls_not_hangs_them(
-    private_redis: PrivateRedis,
+    private_redis: PrivateRedis, raw: aioredis.Redis
 ) -> None:
-    private_redis.start()
-    raw = aioredis.Redis.from_url(private_redis.url)
     async with RedisEngine(private_redis.url, prefix="wrong") as engine:
         call = asyncio.create_task(engine.run(tasks.add, 1, 2))
         await wait_until(lambda: engine.stats()["submitted"] == 1)
@@ -101,15 +102,12 @@ async def test_a_reply_stream_of_the_wrong_type_fails_the_calls_not_hangs_them(
             await asyncio.wait_for(call, WAIT_S)
         with pytest.raises(RedisFault, match="WRONGTYPE"):  # and every later call at once
             await asyncio.wait_for(engine.run(tasks.add, 1, 2), WAIT_S)
-    await raw.aclose()
 
 
 async def test_no_permission_to_add_jobs_fails_the_call_at_once(
-    private_redis: PrivateRedis,
+    private_redis: PrivateRedis, raw: aioredis.Redis
 ) -> None:
-    private_redis.start()
-    admin = aioredis.Redis.from_url(private_redis.url)
-    await admin.acl_setuser(
+    await raw.acl_setuser(
         "reader", enabled=True, passwords=["+pw"], keys=["*"],
         commands=["+@all", "-xadd"],
     )  # fmt: skip
@@ -117,7 +115,6 @@ async def test_no_permission_to_add_jobs_fails_the_call_at_once(
     async with RedisEngine(url, prefix="noperm") as engine:
         with pytest.raises(RedisFault, match="NOPERM"):
             await asyncio.wait_for(engine.run(tasks.add, 1, 2), WAIT_S)
-    await admin.aclose()
 
 
 async def test_a_read_only_replica_fails_the_call_after_a_bounded_retry(
