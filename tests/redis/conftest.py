@@ -300,3 +300,17 @@ def tls_redis(private_redis: PrivateRedis, tmp_path: Path) -> TlsRedis:
     )  # fmt: skip
     private_redis.start()
     return TlsRedis(private_redis, cert)
+
+
+@contextlib.asynccontextmanager
+async def serving(node: Any) -> AsyncIterator[Any]:
+    """Serve an in-process ``WorkerNode`` until the block ends, then drain it."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(node.serve(stop, ready.set))
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await ready.wait()
+        yield node
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)

@@ -15,7 +15,7 @@ import hybrid
 from adapters.redis import NodeConfig, RedisEngine, WorkerNode
 
 from . import tasks
-from .conftest import wait_until
+from .conftest import serving, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -35,16 +35,8 @@ async def node_with_clock(
     config = NodeConfig(
         url=url, prefix=prefix, modules=("tests.redis.tasks",), workers=1, **options
     )
-    node = WorkerNode(config)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(node.serve(stop, ready.set))
-    try:
-        async with asyncio.timeout(WAIT_S):
-            await ready.wait()
+    async with serving(WorkerNode(config)) as node:
         yield node
-    finally:
-        stop.set()
-        await asyncio.wait_for(serving, WAIT_S)
 
 
 async def knows_the_clock_of(node: WorkerNode, engine: RedisEngine) -> None:

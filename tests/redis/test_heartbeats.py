@@ -3,9 +3,6 @@ and clients judge each other and see each other's clocks."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -16,33 +13,23 @@ from adapters.redis import NodeConfig, RedisEngine, WorkerNode
 from adapters.redis.liveness import MAX_BEATS_PER_S
 
 from . import tasks
-from .conftest import wait_until
+from .conftest import serving, wait_until
 
 pytestmark = pytest.mark.redis
 
 WAIT_S = 30.0
 
 
-@contextlib.asynccontextmanager
-async def serving(url: str, prefix: str) -> AsyncIterator[WorkerNode]:
-    node = WorkerNode(NodeConfig(url=url, prefix=prefix, modules=("tests.redis.tasks",),
+def node_of(url: str, prefix: str) -> WorkerNode:
+    return WorkerNode(NodeConfig(url=url, prefix=prefix, modules=("tests.redis.tasks",),
                                  workers=1))  # fmt: skip
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(node.serve(stop, ready.set))
-    try:
-        async with asyncio.timeout(WAIT_S):
-            await ready.wait()
-        yield node
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, WAIT_S)
 
 
 async def test_nodes_and_clients_beat_at_what_their_peers_ask(redis_url: str, prefix: str) -> None:
     raw = aioredis.Redis.from_url(redis_url)
     async with (
-        serving(redis_url, prefix) as first,
-        serving(redis_url, prefix) as second,
+        serving(node_of(redis_url, prefix)) as first,
+        serving(node_of(redis_url, prefix)) as second,
         RedisEngine(redis_url, prefix=prefix, beat_interval_s=0.05) as client,
     ):
         assert await client.run(tasks.add, 1, 2) == 3
@@ -68,8 +55,8 @@ async def test_nodes_and_clients_beat_at_what_their_peers_ask(redis_url: str, pr
 
 
 async def test_a_peer_that_stops_leaves_the_others_tables(redis_url: str, prefix: str) -> None:
-    async with serving(redis_url, prefix) as watcher:
-        async with serving(redis_url, prefix) as doomed:
+    async with serving(node_of(redis_url, prefix)) as watcher:
+        async with serving(node_of(redis_url, prefix)) as doomed:
             await wait_until(lambda: any(p.name == doomed.name for p in watcher.peers()))
         # It stopped cleanly (its beat removed): gone from the table, not judged dead.
         await wait_until(lambda: all(p.name != doomed.name for p in watcher.peers()))

@@ -5,7 +5,6 @@ acknowledged without its result, never a batch dropped."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,25 +15,11 @@ import redis.asyncio as aioredis
 from adapters.redis import NodeConfig, RedisEngine, RedisFault, WorkerNode
 
 from . import tasks
-from .conftest import PrivateRedis, free_port, wait_until
+from .conftest import PrivateRedis, free_port, serving, wait_until
 
 pytestmark = pytest.mark.redis
 
 WAIT_S = 30.0
-
-
-@contextlib.asynccontextmanager
-async def serving(node: WorkerNode) -> AsyncIterator[WorkerNode]:
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    task = asyncio.create_task(node.serve(stop, ready.set))
-    try:
-        async with asyncio.timeout(WAIT_S):
-            await ready.wait()
-        yield node
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, WAIT_S)
 
 
 @pytest.fixture
