@@ -6,10 +6,19 @@ import asyncio
 import dataclasses
 import functools
 import multiprocessing
+import os
 import sys
-from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple, overload
 
 from .._errors import EngineClosed, NotPicklable, Overloaded, TaskTimeout, WorkerCrashed
 from ..autoscale import AutoscaleConfig
@@ -33,6 +42,7 @@ from ..shared._payload import (
 )
 from ..shared._published import is_plain_ndarray
 from .autoscale_driver import AutoscaleDriver
+from .context import worker_context
 from .handle import TaskHandle
 from .map import MapResults
 from .outcome import BatchResults, ChunkResults
@@ -52,6 +62,17 @@ def default_start_method() -> str:
     """forkserver where it exists (safe with threads, fast to replace a worker), else spawn."""
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods and sys.platform != "darwin" else "spawn"
+
+
+def _main_preload() -> list[str]:
+    """``["__main__"]`` when the main module is a file the forkserver can run again.
+
+    With ``python -`` the main module's ``__file__`` is ``"<stdin>"``: preloading it kills
+    the forkserver, and every worker with it. Without a file (``python -c``, a notebook,
+    the REPL) there is nothing to preload; what it defines goes to workers by value.
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return ["__main__"] if main_file is not None and os.path.isfile(main_file) else []
 
 
 class Engine:
@@ -174,12 +195,12 @@ class Engine:
         await asyncio.shield(self._starting)
 
     async def _start(self) -> None:
-        context = multiprocessing.get_context(self.start_method)
+        context = worker_context(self.start_method)
         if isinstance(context, multiprocessing.context.ForkServerContext):
             # A worker forked from a server that has hybrid imported starts without
             # importing it again: the bulk of a replacement's start. (The default preload,
             # __main__, does nothing when the server is not given the main module's path.)
-            context.set_forkserver_preload(["__main__", "hybrid", "hybrid._core.worker"])
+            context.set_forkserver_preload([*_main_preload(), "hybrid", "hybrid._core.worker"])
         log_to = None
         if self._forward_logs:
             self._log_forwarding = LogForwarding()

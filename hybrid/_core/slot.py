@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import WorkerStartError
-from . import worker as _worker
+from . import pickling, worker as _worker
 from .area import ResultArea
 from .liveness import WorkerLiveness
 from .spec import WorkerSettings
@@ -42,8 +42,8 @@ class Slot:
         self.index = index
         self._settings = settings
         self._context = context
-        self._initializer = initializer
-        self._initargs = initargs
+        # Pickled once (by value if it lives in __main__): every start sends the same bytes.
+        self._init_call = None if initializer is None else pickling.dumps((initializer, initargs))
         self._executor: ProcessPoolExecutor | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.area: ResultArea | None = None
@@ -84,7 +84,7 @@ class Slot:
             max_workers=1,
             mp_context=self._context,
             initializer=_worker.init_worker,
-            initargs=(area.path, os.getpid(), self._settings, self._initializer, self._initargs),
+            initargs=(area.path, os.getpid(), self._settings, self._init_call),
         )
         loop = asyncio.get_running_loop()
         try:

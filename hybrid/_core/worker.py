@@ -42,10 +42,12 @@ def init_worker(
     area_path: str,
     parent_pid: int,
     settings: WorkerSettings,
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
+    init_call: bytes | None,
 ) -> None:
-    """Prepare this process to serve batches; never raises (errors surface in :func:`hello`)."""
+    """Prepare this process to serve batches; never raises (errors surface in :func:`hello`).
+
+    ``init_call`` is the pickled ``(initializer, initargs)``, by value where needed.
+    """
     global _area, _init_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_parent(parent_pid)
@@ -57,7 +59,8 @@ def init_worker(
 
             install_worker_logging(*settings.log_to)
         isolate_worker(settings.cpu, settings.memory_limit_bytes, settings.nice)
-        if initializer is not None:
+        if init_call is not None:
+            initializer, initargs = pickle.loads(init_call)
             initializer(*initargs)
     except BaseException as exc:
         _init_error = exc
