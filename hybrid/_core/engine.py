@@ -282,6 +282,20 @@ class Engine:
 
     # Work
 
+    @overload
+    async def run(
+        self,
+        fn: Callable[[*Ts], Coroutine[Any, Any, R]],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+    ) -> R: ...
+
+    @overload
     async def run(
         self,
         fn: Callable[[*Ts], R],
@@ -292,8 +306,24 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
-    ) -> R:
+    ) -> R: ...
+
+    async def run(
+        self,
+        fn: Callable[[*Ts], Any],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+    ) -> Any:
         """Run ``fn(*args)`` in a worker process and return its result.
+
+        An async ``fn`` runs to completion on the worker's own event loop (uvloop's when
+        installed), kept for the worker's life; timeouts, cancellation, crashes and
+        retries go as for a sync one. One call at a time runs in a worker either way.
 
         The same as ``await (await engine.submit(fn, *args, ...))``. Keyword arguments for
         ``fn`` go through ``functools.partial``, as with ``run_in_executor``.
@@ -331,6 +361,20 @@ class Engine:
         )  # fmt: skip
         return await handle
 
+    @overload
+    async def submit(
+        self,
+        fn: Callable[[*Ts], Coroutine[Any, Any, R]],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+    ) -> TaskHandle[R]: ...
+
+    @overload
     async def submit(
         self,
         fn: Callable[[*Ts], R],
@@ -341,7 +385,19 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
-    ) -> TaskHandle[R]:
+    ) -> TaskHandle[R]: ...
+
+    async def submit(
+        self,
+        fn: Callable[[*Ts], Any],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+    ) -> Any:
         """Queue ``fn(*args)`` and return its :class:`TaskHandle` without waiting for it.
 
         Takes what :meth:`run` takes, and the call goes the same way: through ``cache``,
@@ -371,7 +427,7 @@ class Engine:
             "timeout": timeout, "retries": retries, "block": block, "pool": pool, "key": key,
         }  # fmt: skip
         loop = asyncio.get_running_loop()
-        handle: TaskHandle[R] = TaskHandle(self, loop.create_future(), function_name(fn), pool)
+        handle: TaskHandle[Any] = TaskHandle(self, loop.create_future(), function_name(fn), pool)
         handle._future = loop.create_task(self._run_through(handle, fn, args, cache, options))
         return handle
 

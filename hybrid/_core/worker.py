@@ -22,6 +22,7 @@ from typing import Any
 from ..isolation import isolate_worker
 from .area import ResultArea
 from .spec import WorkerSettings
+from .worker_loop import call_async, is_coroutine_function
 
 HEARTBEAT_INTERVAL_S = 0.05  # how often the worker beats until the parent asks otherwise
 BEAT_INTERVAL_BOUNDS_S = (0.005, 1.0)  # whatever the parent asks, beats stay within these
@@ -118,6 +119,9 @@ def run_batch(
             except BaseException as exc:
                 # Every call of this task fails the same way (e.g. its module is missing here).
                 fn, calls = functools.partial(_reraise, exc), [()] * count
+            else:
+                if is_coroutine_function(fn):
+                    fn = functools.partial(call_async, fn)
             started = clock()
             index, full = half.run_calls(fn, calls, index, values, problems, describe_error)
             task_seconds.append(clock() - started)
