@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     Callable,
     Coroutine,
@@ -49,6 +50,7 @@ from .outcome import BatchResults, ChunkResults
 from .pool import Pool
 from .spec import PoolSpec
 from .stats import EngineStats
+from .stream import stream_items
 from .task import Task, function_name, outcome_of
 
 R = TypeVar("R")
@@ -56,6 +58,7 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 DEFAULT_POOL = "default"
+DEFAULT_STREAM_WINDOW = 16  # items a stream's generator may run ahead of its consumer
 
 
 def default_start_method() -> str:
@@ -170,6 +173,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._pools else "not started"
@@ -261,6 +265,8 @@ class Engine:
                     return
             if self._autoscaler is not None:
                 await self._autoscaler.stop()
+            while self._background:  # stopped streams, each ending within its grace
+                await asyncio.gather(*self._background, return_exceptions=True)
             await asyncio.gather(*(pool.close(cancel=cancel) for pool in self._pools.values()))
         finally:
             if self._log_forwarding is not None:
@@ -578,6 +584,62 @@ class Engine:
             window=window,
             pool=pool,
         )
+
+    @overload
+    def stream(
+        self,
+        fn: Callable[[*Ts], AsyncIterable[R]],
+        *args: *Ts,
+        window: int = ...,
+        timeout: float | None = ...,
+        pool: str = ...,
+    ) -> AsyncGenerator[R, None]: ...
+
+    @overload
+    def stream(
+        self,
+        fn: Callable[[*Ts], Iterable[R]],
+        *args: *Ts,
+        window: int = ...,
+        timeout: float | None = ...,
+        pool: str = ...,
+    ) -> AsyncGenerator[R, None]: ...
+
+    def stream(
+        self,
+        fn: Callable[[*Ts], Any],
+        *args: *Ts,
+        window: int = DEFAULT_STREAM_WINDOW,
+        timeout: float | None = None,
+        pool: str = DEFAULT_POOL,
+    ) -> AsyncGenerator[Any, None]:
+        """Run a generator function (sync or async) in a worker; yield its items as they come.
+
+        ``async for item in engine.stream(gen_fn, *args)``. The worker's generator runs at
+        most ``window`` items ahead of the consumer (backpressure). Its exception, or the
+        engine's (:class:`WorkerCrashed`, :class:`TaskTimeout`), is raised after the items
+        it yielded before it. ``timeout`` bounds the whole run in the worker, waits for the
+        consumer included. A stream is never retried (its items could repeat).
+
+        Cancellation: when the consumer stops (``break``, an exception, cancellation, or
+        ``aclose()``; use ``contextlib.aclosing`` to make it immediate rather than left
+        to the garbage collector), the worker's generator is closed at its next ``yield``
+        (its ``finally`` blocks run) and the worker takes the next task; a generator that
+        does not yield within a second has its worker killed and replaced.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise ValueError(f"window must be a whole number >= 1, not {window!r}")
+        _check_run_options(timeout, 0)
+        self._check_pool_name(pool)
+        return stream_items(self, fn, args, window=window, timeout=timeout, pool=pool)
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` on its own, kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def resize(self, workers: int, *, pool: str = DEFAULT_POOL) -> None:
         """Grow or shrink a pool to ``workers`` processes.
