@@ -19,7 +19,10 @@ if _typing.TYPE_CHECKING:
     from ._core.runner import run as run
     from ._core.spec import PoolSpec as PoolSpec
     from ._core.stats import EngineStats as EngineStats, WorkerStats as WorkerStats
-    from ._core.worker import current_task_id as current_task_id
+    from ._core.worker import (
+        current_task_id as current_task_id,
+        report_progress as report_progress,
+    )
     from ._errors import (
         EngineClosed as EngineClosed,
         HybridError as HybridError,
@@ -54,6 +57,7 @@ _EXPORTS = {
     "EngineStats": "._core.stats",
     "WorkerStats": "._core.stats",
     "current_task_id": "._core.worker",
+    "report_progress": "._core.worker",
     "usable_cpus": ".machine",
     "TaskEvent": ".observers",
     "TaskObserver": ".observers",

@@ -48,6 +48,7 @@ from .handle import TaskHandle
 from .map import MapResults
 from .outcome import BatchResults, ChunkResults
 from .pool import Pool
+from .progress import ProgressCallback, deliver_final
 from .spec import PoolSpec
 from .stats import EngineStats
 from .stream import stream_items
@@ -299,6 +300,7 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> R: ...
 
     @overload
@@ -312,6 +314,7 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> R: ...
 
     async def run(
@@ -324,6 +327,7 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Any:
         """Run ``fn(*args)`` in a worker process and return its result.
 
@@ -344,6 +348,9 @@ class Engine:
             pool: the named pool to run in.
             key: tasks with the same key run on the same worker while it lives, so its
                 warm caches are reused; without a key, the least loaded worker runs it.
+            on_progress: called on the loop as ``on_progress(done, total)`` with what the
+                call reports through :func:`hybrid.report_progress` (the latest report
+                about every 0.1 s, and the last one before the result is returned).
             cache: return a result kept by this :class:`~hybrid.shared.Cache`
                 (``MemoryCache()``, or ``adapters.redis.RedisCache`` shared across hosts)
                 under the key :func:`~hybrid.shared.call_key` gives the call, else run the
@@ -363,7 +370,7 @@ class Engine:
         """
         handle = await self.submit(
             fn, *args, timeout=timeout, retries=retries, block=block, pool=pool, key=key,
-            cache=cache,
+            cache=cache, on_progress=on_progress,
         )  # fmt: skip
         return await handle
 
@@ -378,6 +385,7 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> TaskHandle[R]: ...
 
     @overload
@@ -391,6 +399,7 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> TaskHandle[R]: ...
 
     async def submit(
@@ -403,6 +412,7 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Any:
         """Queue ``fn(*args)`` and return its :class:`TaskHandle` without waiting for it.
 
@@ -423,7 +433,7 @@ class Engine:
         if cache is None and not shared:
             task = await self._submit_calls(
                 fn, [args], chunk=False, timeout=timeout, retries=retries, block=block,
-                pool=pool, key=key,
+                pool=pool, key=key, on_progress=on_progress,
             )  # fmt: skip
             return TaskHandle(self, task.future, task.name, pool, task)
         self._check_pool_name(pool)
@@ -431,6 +441,7 @@ class Engine:
             raise EngineClosed("the engine is closed")
         options: dict[str, Any] = {
             "timeout": timeout, "retries": retries, "block": block, "pool": pool, "key": key,
+            "on_progress": on_progress,
         }  # fmt: skip
         loop = asyncio.get_running_loop()
         handle: TaskHandle[Any] = TaskHandle(self, loop.create_future(), function_name(fn), pool)
@@ -669,6 +680,7 @@ class Engine:
         key: Hashable | None = None,
         described_as: Callable[..., Any] | None = None,
         one_arg: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> Task:
         """Queue calls of ``fn`` as one task; a chunk's future gets per-call outcomes.
 
@@ -708,6 +720,9 @@ class Engine:
             self._tell_refused(described_as or fn, pool, "failed")
             raise
         self._next_task_id += len(calls)
+        if on_progress is not None:
+            task.on_progress = on_progress
+            task.future.add_done_callback(lambda _: deliver_final(task))
         target.submit(task)
         if self._observers:
             tell(self._observers, "task_submitted", task.event())

@@ -20,6 +20,7 @@ from . import pickling
 from .outcome import ChunkResults
 
 if TYPE_CHECKING:
+    from .progress import Progress, ProgressCallback
     from .slot import Slot
 
 
@@ -50,10 +51,12 @@ class Task:
         "memory_kills",
         "n_calls",
         "name",
+        "on_progress",
         "one_arg",
         "payload",
         "pending_blames",
         "pool",
+        "progress",
         "results",
         "retries_left",
         "run_s",
@@ -105,6 +108,8 @@ class Task:
         self.submitted_at = submitted_at
         self.key = key
         self.pool = pool
+        self.on_progress: ProgressCallback | None = None
+        self.progress: Progress | None = None  # the latest hybrid.report_progress seen
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name} x{self.n_calls} {self.state.value}>"

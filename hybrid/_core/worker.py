@@ -87,6 +87,19 @@ def current_task_id() -> int | None:
     return base + len(values)
 
 
+def report_progress(done: float, total: float | None = None) -> None:
+    """Tell the caller how far the running call has got (``done`` of ``total``).
+
+    The caller sees it on its loop (``run(..., on_progress=...)``, ``handle.progress``)
+    within about a tenth of a second, and the last report once the call returns. Only
+    the latest report counts: reports faster than the parent looks replace each other.
+    Outside a call in a worker it does nothing, so the function also runs in place.
+    """
+    area, call_id = _area, current_task_id()
+    if area is not None and call_id is not None:
+        area.report_progress(call_id, float(done), None if total is None else float(total))
+
+
 def run_batch(
     parity: int, payloads: Sequence[bytes], counts: Sequence[int], first_ids: Sequence[int]
 ) -> BatchReport:
