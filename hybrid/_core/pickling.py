@@ -11,6 +11,7 @@ Those go by value through cloudpickle, when it is installed
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 from .._errors import NotPicklable
@@ -53,6 +54,19 @@ def dumps_by_value(obj: Any, by_reference_error: Exception | None = None) -> byt
     except Exception as exc:
         raise NotPicklable(f"not by name, nor by value: {exc}") from exc
     return payload
+
+
+def as_sendable(fn: Callable[..., Any]) -> Callable[..., Any] | bytes:
+    """``fn`` itself if a worker can import it by name, else its by-value pickle.
+
+    For what multiprocessing pickles itself (an initializer), whose arguments may hold
+    things only its own pickler sends (sockets, queues), so they are left to it.
+    """
+    try:
+        by_reference = pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        return dumps_by_value(fn, exc)
+    return fn if _MAIN_REFERENCE not in by_reference else dumps_by_value(fn)
 
 
 def can_send(obj: Any) -> str | None:

@@ -42,8 +42,9 @@ class Slot:
         self.index = index
         self._settings = settings
         self._context = context
-        # Pickled once (by value if it lives in __main__): every start sends the same bytes.
-        self._init_call = None if initializer is None else pickling.dumps((initializer, initargs))
+        # Pickled by value once if workers cannot import it (e.g. it lives in __main__).
+        self._initializer = None if initializer is None else pickling.as_sendable(initializer)
+        self._initargs = initargs
         self._executor: ProcessPoolExecutor | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.area: ResultArea | None = None
@@ -84,7 +85,7 @@ class Slot:
             max_workers=1,
             mp_context=self._context,
             initializer=_worker.init_worker,
-            initargs=(area.path, os.getpid(), self._settings, self._init_call),
+            initargs=(area.path, os.getpid(), self._settings, self._initializer, self._initargs),
         )
         loop = asyncio.get_running_loop()
         try:

@@ -43,11 +43,12 @@ def init_worker(
     area_path: str,
     parent_pid: int,
     settings: WorkerSettings,
-    init_call: bytes | None,
+    initializer: Callable[..., object] | bytes | None,
+    initargs: tuple[Any, ...],
 ) -> None:
     """Prepare this process to serve batches; never raises (errors surface in :func:`hello`).
 
-    ``init_call`` is the pickled ``(initializer, initargs)``, by value where needed.
+    ``initializer`` comes pickled by value (bytes) when it cannot be imported by name.
     """
     global _area, _init_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -60,9 +61,9 @@ def init_worker(
 
             install_worker_logging(*settings.log_to)
         isolate_worker(settings.cpu, settings.memory_limit_bytes, settings.nice)
-        if init_call is not None:
-            initializer, initargs = pickle.loads(init_call)
-            initializer(*initargs)
+        if initializer is not None:
+            init = pickle.loads(initializer) if isinstance(initializer, bytes) else initializer
+            init(*initargs)
     except BaseException as exc:
         _init_error = exc
 
