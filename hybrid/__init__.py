@@ -12,7 +12,9 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from ._core.default_engine import to_process as to_process
     from ._core.engine import Engine as Engine
+    from ._core.executor import EngineExecutor as EngineExecutor
     from ._core.handle import TaskHandle as TaskHandle
     from ._core.map import MapResults as MapResults
     from ._core.outcome import BatchResults as BatchResults, CallResult as CallResult
@@ -48,6 +50,8 @@ if _typing.TYPE_CHECKING:
 # Public name -> the module that defines it.
 _EXPORTS = {
     "Engine": "._core.engine",
+    "EngineExecutor": "._core.executor",
+    "to_process": "._core.default_engine",
     "TaskHandle": "._core.handle",
     "MapResults": "._core.map",
     "BatchResults": "._core.outcome",

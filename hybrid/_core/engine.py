@@ -44,6 +44,7 @@ from ..shared._payload import (
 from ..shared._published import is_plain_ndarray
 from .autoscale_driver import AutoscaleDriver
 from .context import worker_context
+from .executor import EngineExecutor
 from .handle import TaskHandle
 from .map import MapResults
 from .outcome import BatchResults, ChunkResults
@@ -645,6 +646,26 @@ class Engine:
         _check_run_options(timeout, 0)
         self._check_pool_name(pool)
         return stream_items(self, fn, args, window=window, timeout=timeout, pool=pool)
+
+    def executor(
+        self, *, timeout: float | None = None, retries: int = 0, pool: str = DEFAULT_POOL
+    ) -> EngineExecutor:
+        """A ``concurrent.futures.Executor`` whose calls run in this engine's workers.
+
+        For ``loop.run_in_executor(engine.executor(), fn, x)`` and for threads that call
+        ``executor.submit(fn, x).result()``. Each call gets ``timeout``, ``retries`` and
+        ``pool`` as with :meth:`run`. Call this on the engine's loop; the executor may
+        then be used from any thread. See :class:`~hybrid.EngineExecutor` for the
+        ``Executor`` semantics it keeps.
+        """
+        _check_run_options(timeout, retries)
+        self._check_pool_name(pool)
+        if self._closing is not None:
+            raise EngineClosed("the engine is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            raise RuntimeError("this engine belongs to another event loop")
+        return EngineExecutor(self, loop, timeout=timeout, retries=retries, pool=pool)
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run ``coroutine`` on its own, kept referenced until it ends."""
