@@ -18,6 +18,7 @@ if _typing.TYPE_CHECKING:
     from ._core.handle import TaskHandle as TaskHandle
     from ._core.map import MapResults as MapResults
     from ._core.outcome import BatchResults as BatchResults, CallResult as CallResult
+    from ._core.profiling import Profile as Profile
     from ._core.runner import run as run
     from ._core.spec import PoolSpec as PoolSpec
     from ._core.stats import EngineStats as EngineStats, WorkerStats as WorkerStats
@@ -56,6 +57,7 @@ _EXPORTS = {
     "MapResults": "._core.map",
     "BatchResults": "._core.outcome",
     "CallResult": "._core.outcome",
+    "Profile": "._core.profiling",
     "run": "._core.runner",
     "PoolSpec": "._core.spec",
     "EngineStats": "._core.stats",

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import multiprocessing
 import os
+import pstats
 import sys
 from collections.abc import (
     AsyncGenerator,
@@ -49,6 +50,7 @@ from .handle import TaskHandle
 from .map import MapResults
 from .outcome import BatchResults, ChunkResults
 from .pool import Pool
+from .profiling import Profile, collect as collect_profile
 from .progress import ProgressCallback, deliver_final
 from .spec import PoolSpec
 from .stats import EngineStats
@@ -116,6 +118,8 @@ class Engine:
             at the lowest level the parent's loggers accept when the engine starts.
         observers: told about every task as it is submitted, starts and settles (see
             :mod:`hybrid.observers`); more with :meth:`add_observer`.
+        profile: profile every call in every worker from the start (cProfile);
+            :meth:`collect_profile` gives the merged data. Off by default, at no cost.
         **limits: the default pool's other :class:`PoolSpec` settings
             (``max_rss_bytes``, ``memory_limit_bytes``, ``pin_cpus``, ``nice``).
     """
@@ -136,6 +140,7 @@ class Engine:
         share_threshold_bytes: int | None = DEFAULT_THRESHOLD_BYTES,
         forward_logs: bool = False,
         observers: Iterable[TaskObserver] = (),
+        profile: bool = False,
         **limits: Any,
     ) -> None:
         default = PoolSpec(
@@ -176,6 +181,8 @@ class Engine:
         self._starting: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._profile_always = profile
+        self._profiling = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._pools else "not started"
@@ -226,6 +233,8 @@ class Engine:
             await asyncio.gather(*(pool.close(cancel=True) for pool in pools.values()))
             raise errors[0]
         self._pools = pools
+        if self._profile_always:
+            self._apply_profiling(True)
         if self._monitor is not None:
             self._autoscaler = AutoscaleDriver(
                 pools, self._monitor, self._autoscale_configs(), self._sample_interval_s
@@ -667,6 +676,39 @@ class Engine:
             raise RuntimeError("this engine belongs to another event loop")
         return EngineExecutor(self, loop, timeout=timeout, retries=retries, pool=pool)
 
+    def profile(self) -> Profile:
+        """Profile the calls run in every worker while ``async with engine.profile() as prof``.
+
+        On leaving the block, ``prof.stats`` is one ``pstats.Stats`` merged from every
+        worker (see :class:`~hybrid.Profile`). Only one profile may be open at a time;
+        with ``Engine(profile=True)`` use :meth:`collect_profile` instead.
+        """
+        if self._profiling:
+            raise RuntimeError("a profile is open already (or the engine profiles always)")
+        return Profile(self)
+
+    async def collect_profile(self) -> pstats.Stats:
+        """The workers' profile data since the last collection, merged (``profile=True``)."""
+        return await self._collect_profile(keep_profiling=self._profile_always)
+
+    async def _set_profiling(self, on: bool) -> None:
+        if on and self._profiling:
+            raise RuntimeError("a profile is open already (or the engine profiles always)")
+        await self.start()
+        self._apply_profiling(on)
+
+    def _apply_profiling(self, on: bool) -> None:
+        self._profiling = on
+        for pool in self._pools.values():
+            for slot in pool.slots:  # a slot keeps its flag across restarts of its worker
+                slot.profile = on
+
+    async def _collect_profile(self, *, keep_profiling: bool) -> pstats.Stats:
+        if not keep_profiling:
+            await self._set_profiling(False)
+        slots = [slot for pool in self._pools.values() for slot in pool.slots]
+        return await collect_profile(slots)
+
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run ``coroutine`` on its own, kept referenced until it ends."""
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -685,6 +727,8 @@ class Engine:
             raise EngineClosed("the engine is closed")
         await self.start()
         await self._pool(pool).resize(workers)
+        if self._profiling:
+            self._apply_profiling(True)  # the new workers too
         if pool == DEFAULT_POOL:
             self.workers = workers
 

@@ -24,6 +24,7 @@ from .area import ResultArea
 from .liveness import WorkerLiveness
 from .spec import WorkerSettings
 from .task import Batch
+from .worker_profile import take_stats as take_profile_stats
 
 PIPELINE_DEPTH = 2  # batches a worker may hold: one running, one waiting to start at once
 
@@ -61,6 +62,7 @@ class Slot:
         self._sentinel: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.tasks_since_start = 0
+        self.profile = False  # send batches to run under the worker's profiler
         self.starts = 0
         self.busy_s = 0.0
         self.tasks_done = 0
@@ -124,9 +126,25 @@ class Slot:
         loop = asyncio.get_running_loop()
         self.in_flight.append(batch)
         self.next_parity ^= 1
+        if self.profile:
+            return loop.run_in_executor(
+                self._executor, _worker.run_batch, batch.parity, payloads, counts, first_ids, True
+            )
         return loop.run_in_executor(
             self._executor, _worker.run_batch, batch.parity, payloads, counts, first_ids
         )
+
+    async def take_profile(self) -> dict[Any, Any]:
+        """The worker's profile data (after the batches sent before this), or {} if it died."""
+        if self._executor is None or not self.alive:
+            return {}
+        try:
+            stats: dict[Any, Any] = await asyncio.get_running_loop().run_in_executor(
+                self._executor, take_profile_stats
+            )
+        except Exception:  # the worker died or was replaced: its profile went with it
+            return {}
+        return stats
 
     def kill(self) -> None:
         """Kill the worker process at once (SIGKILL); the slot takes no work until replaced."""

@@ -102,7 +102,11 @@ def report_progress(done: float, total: float | None = None) -> None:
 
 
 def run_batch(
-    parity: int, payloads: Sequence[bytes], counts: Sequence[int], first_ids: Sequence[int]
+    parity: int,
+    payloads: Sequence[bytes],
+    counts: Sequence[int],
+    first_ids: Sequence[int],
+    profile: bool = False,
 ) -> BatchReport:
     """Run pickled ``(fn, calls, one_arg)`` tasks in order; report every call.
 
@@ -111,8 +115,20 @@ def run_batch(
     is also recorded in the result area as it finishes, numbered across the batch, so
     the parent can recover them if this process dies. When the area is full the batch
     stops early: the calls past the returned values never started. ``first_ids`` are the
-    engine's ids of each task's first call (:func:`current_task_id`).
+    engine's ids of each task's first call (:func:`current_task_id`). With ``profile``
+    the batch runs under this worker's profiler (see ``worker_profile``).
     """
+    if profile:
+        from .worker_profile import profiled
+
+        with profiled():
+            return _run_batch(parity, payloads, counts, first_ids)
+    return _run_batch(parity, payloads, counts, first_ids)
+
+
+def _run_batch(
+    parity: int, payloads: Sequence[bytes], counts: Sequence[int], first_ids: Sequence[int]
+) -> BatchReport:
     global _running
     area = _area
     assert area is not None, "worker used before init_worker"
