@@ -80,6 +80,7 @@ class NodeConfig:
     modules: tuple[str, ...] = ()
     prefix: str = "hybrid"
     workers: int | None = None
+    follow_pressure: bool = True  # the local engine follows CPU and memory pressure
     concurrency: int = 256
     lease_s: float = 30.0
     beat_interval_s: float = 0.2
@@ -105,7 +106,9 @@ class WorkerNode:
         self._client = connect(config.url)
         self._scripts = Scripts(self._client)
         self.features = FeatureCache()
-        self._engine = hybrid.Engine(workers=config.workers)
+        self._engine = hybrid.Engine(
+            workers=config.workers, monitor="auto" if config.follow_pressure else None
+        )
         self._dispatcher = Dispatcher(self._engine, self.registry, self._job_done)
         make = config.detector_factory or redis_detector
         self._peers = PeerTable(lambda: make(config.beat_interval_s, config.dead_after_s))

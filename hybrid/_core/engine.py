@@ -20,14 +20,14 @@ from collections.abc import (
     Sequence,
 )
 from types import TracebackType
-from typing import Any, TypeVar, TypeVarTuple, overload
+from typing import Any, Literal, TypeVar, TypeVarTuple, overload
 
 from .._errors import EngineClosed, NotPicklable, Overloaded, TaskTimeout, WorkerCrashed
 from ..autoscale import AutoscaleConfig
 from ..logs import LogForwarding
 from ..machine import MemoryTruth, memory_truth, usable_cpus
 from ..observers import TaskEvent, TaskObserver, tell
-from ..resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor
+from ..resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor, find_default_monitor
 from ..shared import (
     DEFAULT_THRESHOLD_BYTES,
     Cache,
@@ -103,8 +103,11 @@ class Engine:
             describe), each with its own size and limits: ``run(..., pool="parse")``.
         monitor: a :class:`~hybrid.resources.ResourceMonitor` (e.g.
             ``adapters.psutil.PsutilMonitor()``): with one, each pool follows the
-            machine's CPU and memory pressure (see :mod:`hybrid.autoscale`). Without
-            one, pools keep the size they are given.
+            machine's CPU and memory pressure (see :mod:`hybrid.autoscale`). The
+            default, ``"auto"``, is the monitor
+            :func:`~hybrid.resources.find_default_monitor` finds (psutil's, when it is
+            installed), with the policy's defaults except the idle shrink. None: pools
+            keep the size they are given.
         autoscale: the policy's settings, one for every pool or a mapping by pool name;
             the defaults let a pool range from 1 to its ``workers``.
         sample_interval_s: how often the monitor is sampled (default 0.5 s).
@@ -134,7 +137,7 @@ class Engine:
         start_method: str | None = None,
         max_queued: int | None = None,
         pools: Mapping[str, PoolSpec] | None = None,
-        monitor: ResourceMonitor | None = None,
+        monitor: ResourceMonitor | Literal["auto"] | None = "auto",
         autoscale: AutoscaleConfig | Mapping[str, AutoscaleConfig] | None = None,
         sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
         share_threshold_bytes: int | None = DEFAULT_THRESHOLD_BYTES,
@@ -162,9 +165,13 @@ class Engine:
         if self.start_method not in multiprocessing.get_all_start_methods():
             methods = ", ".join(multiprocessing.get_all_start_methods())
             raise ValueError(f"start_method must be one of {methods}, not {start_method!r}")
+        self._monitor_by_default = monitor == "auto"
+        if monitor == "auto":
+            monitor = find_default_monitor()
         if autoscale is not None and monitor is None:
             raise ValueError(
-                "autoscale needs a monitor: Engine(monitor=adapters.psutil.PsutilMonitor())"
+                "autoscale needs a monitor: Engine(monitor=adapters.psutil.PsutilMonitor()), "
+                "or psutil installed (pip install 'hybrid[monitor]')"
             )
         self._monitor = monitor
         self._share_threshold_bytes = share_threshold_bytes
@@ -251,6 +258,10 @@ class Engine:
                 config = chosen[name]
             else:
                 config = AutoscaleConfig(max_workers=spec.workers or self._usable_cpus)
+                if self._monitor_by_default:
+                    # Followed without being asked for: it gives way to other tenants'
+                    # CPU and to memory pressure, but keeps the size it was given when idle.
+                    config = dataclasses.replace(config, idle_shrink_after_s=None)
             if config.max_rss_bytes is None and spec.max_rss_bytes is not None:
                 config = dataclasses.replace(config, max_rss_bytes=spec.max_rss_bytes)
             configs[name] = config
