@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import multiprocessing
 import os
 import pstats
@@ -35,6 +36,7 @@ from ..shared import (
     call_packed,
     holds_large,
     pack_async,
+    remove_orphaned_segments,
 )
 from ..shared._payload import (
     BUFFER_TYPES,
@@ -60,6 +62,8 @@ from .task import Task, function_name, outcome_of
 R = TypeVar("R")
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+
+logger = logging.getLogger("hybrid")
 
 DEFAULT_POOL = "default"
 DEFAULT_STREAM_WINDOW = 16  # items a stream's generator may run ahead of its consumer
@@ -233,7 +237,9 @@ class Engine:
             for name, spec in self._specs.items()
         }
         results = await asyncio.gather(
-            *(pool.start() for pool in pools.values()), return_exceptions=True
+            *(pool.start() for pool in pools.values()),
+            _sweep_orphans_once(),
+            return_exceptions=True,
         )
         errors = [result for result in results if isinstance(result, BaseException)]
         if errors:
@@ -857,6 +863,27 @@ class Engine:
     def _check_pool_name(self, name: str) -> None:
         if name not in self._specs:
             raise ValueError(f"no pool named {name!r}; this engine has {', '.join(self._specs)}")
+
+
+_swept = False  # this process has removed dead processes' leftover segments
+
+
+async def _sweep_orphans_once() -> None:
+    """Remove shared-memory segments left by processes killed before they could (SIGKILL).
+
+    Once per process, by the first engine to start, in a thread: it lists ``/dev/shm``.
+    """
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    try:
+        removed = await asyncio.to_thread(remove_orphaned_segments)
+    except OSError as exc:  # a sweep that cannot list the directory must not stop the engine
+        logger.warning("could not look for dead processes' shared memory: %s", exc)
+        return
+    if removed:
+        logger.info("removed %d shared-memory segments of dead processes", len(removed))
 
 
 def _check_run_options(timeout: float | None, retries: int) -> None:
