@@ -261,7 +261,9 @@ def main() -> None:
         "--baselines", default="scrapy,crawlee", help="comma-separated: scrapy, crawlee"
     )
     parser.add_argument("--skip-baselines", action="store_true")
-    parser.add_argument("--resume-only", action="store_true", help="measure only the resume cost")
+    parser.add_argument(
+        "--resume-only", action="store_true", help="measure only the resume cost"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
