@@ -42,6 +42,8 @@ async def make_engine() -> AsyncIterator[MakeEngine]:
 
     async def make(*args: Any, **kwargs: Any) -> hybrid.Engine:
         kwargs.setdefault("workers", 2)
+        # Sizes stay as asked on a shared, busy test machine unless a test wants a monitor.
+        kwargs.setdefault("monitor", None)
         engine = hybrid.Engine(*args, **kwargs)
         engines.append(engine)
         await engine.start()

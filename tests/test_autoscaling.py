@@ -92,7 +92,7 @@ async def test_a_worker_past_its_rss_limit_is_recycled_by_the_policy(
 
 async def test_autoscale_without_a_monitor_is_refused() -> None:
     with pytest.raises(ValueError, match="autoscale needs a monitor"):
-        hybrid.Engine(autoscale=FAST)
+        hybrid.Engine(autoscale=FAST, monitor=None)
 
 
 async def test_stats_report_the_machines_truth(make_engine: MakeEngine) -> None:

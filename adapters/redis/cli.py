@@ -39,6 +39,13 @@ def parser() -> argparse.ArgumentParser:
     )
     parse.add_argument("--workers", type=int, default=None, help="local worker processes")
     parse.add_argument(
+        "--no-follow-pressure",
+        action="store_false",
+        dest="follow_pressure",
+        help="keep --workers local workers whatever the machine's CPU and memory pressure "
+        "(by default the engine gives way to other tenants and to memory pressure)",
+    )
+    parse.add_argument(
         "--concurrency", type=int, default=default.concurrency, help="stream entries held at once"
     )
     parse.add_argument("--prefix", default=default.prefix, help="the cluster's key prefix")
@@ -116,6 +123,7 @@ def worker_command(argv: list[str]) -> int:
         modules=tuple(args.modules),
         prefix=args.prefix,
         workers=args.workers,
+        follow_pressure=args.follow_pressure,
         concurrency=args.concurrency,
         lease_s=args.lease_s,
         beat_interval_s=args.beat_interval_s,

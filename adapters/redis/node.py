@@ -107,6 +107,7 @@ class NodeConfig:
     modules: tuple[str, ...] = ()
     prefix: str = "hybrid"
     workers: int | None = None
+    follow_pressure: bool = True  # the local engine follows CPU and memory pressure
     concurrency: int = 256
     lease_s: float = 30.0
     beat_interval_s: float = 0.2
@@ -148,7 +149,9 @@ class WorkerNode:
         self._client = connect(config.url)
         self._scripts = Scripts(self._client)
         self.features = FeatureCache()
-        self._engine = hybrid.Engine(workers=config.workers)
+        self._engine = hybrid.Engine(
+            workers=config.workers, monitor="auto" if config.follow_pressure else None
+        )
         self._dispatcher = Dispatcher(
             self._engine, self.registry, self._job_done, config.wall_ns, self._client_offset_ns
         )
