@@ -50,8 +50,3 @@ __all__ = [
     "task_name",
     "worker_command",
 ]
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    sys.exit(worker_command(sys.argv[1:]))
