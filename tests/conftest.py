@@ -1,4 +1,14 @@
-"""Test-wide settings: every async test runs on asyncio and on uvloop; children are checked."""
+"""Test-wide settings: which event loops an async test runs on, engines that close themselves.
+
+Choosing the loops: a test runs on both asyncio and uvloop only when its behaviour depends on
+the loop, that is when it exercises the engine's own loop-facing code (start and close,
+cancellation, timeouts, the lag watch, wake-ups, the messaging endpoint). Such a module says so
+with ``pytestmark = pytest.mark.both_loops``. Everything else (Redis cluster behaviour, the
+crawler, shared memory, the web and ops adapters) runs on one loop, asyncio: those tests start
+whole programs and servers, and a second pass would only repeat the same Redis or HTTP traffic.
+When in doubt, ask whether a uvloop-only bug could change the test's outcome; if yes, mark it.
+``HYBRID_TEST_LOOPS=uvloop`` (or ``asyncio``) narrows every test to that loop.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +25,16 @@ import hybrid
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Both loops by default; HYBRID_TEST_LOOPS=asyncio (or uvloop) narrows it."""
+    """Both loops for a ``both_loops`` test, the first available one for any other."""
+    factories = available_loops()
+    if item.get_closest_marker("both_loops") is None:
+        name = next(iter(factories))
+        return {name: factories[name]}
+    return factories
+
+
+def available_loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """asyncio, then uvloop (required under CI=true); HYBRID_TEST_LOOPS narrows the choice."""
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop
     }
