@@ -74,6 +74,7 @@ class NodeConfig:
         max_deliveries: an entry delivered more often than this is dead-lettered.
         drain_timeout_s: on SIGTERM, how long running jobs may take before the rest is
             handed back to the stream.
+        trim_interval_s: how often acknowledged entries are trimmed off the job stream.
     """
 
     url: str = "redis://127.0.0.1:6379/0"
@@ -87,6 +88,7 @@ class NodeConfig:
     max_deliveries: int = 5
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
     drain_timeout_s: float = 30.0
+    trim_interval_s: float = TRIM_INTERVAL_S
     secret: bytes | None = None
     detector_factory: Callable[[float, float], Detector] | None = None
 
@@ -397,7 +399,7 @@ class WorkerNode:
                     next_orphan_check = started + ORPHAN_CHECK_S
                     await self._claim_orphans()
                 if started >= next_trim:
-                    next_trim = started + TRIM_INTERVAL_S
+                    next_trim = started + self.config.trim_interval_s
                     await self._trim()
             except REFUSED_ERRORS:
                 raise

@@ -247,6 +247,15 @@ async def wait_until(condition: Callable[[], Any], timeout_s: float = WAIT_S) ->
         await asyncio.sleep(0.02)
 
 
+async def wait_for_length(
+    client: aioredis.Redis, key: bytes | str, length: int, timeout_s: float = WAIT_S
+) -> None:
+    """Poll a stream until it holds ``length`` entries, or ``timeout_s`` passes; assert after."""
+    deadline = time.monotonic() + timeout_s
+    while await client.xlen(key) != length and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 ACL_USER = "hybrid-app"
 ACL_PASSWORD = "correct horse battery staple"
 
