@@ -13,8 +13,9 @@ When in doubt, ask whether a uvloop-only bug could change the test's outcome; if
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -49,6 +50,33 @@ def available_loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     if wanted:
         factories = {name: factory for name, factory in factories.items() if name in wanted}
     return factories
+
+
+@pytest.fixture(autouse=True)
+def _machine_share(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Run an ``alone`` test while no other test of this run runs, every other test alongside.
+
+    The suite runs in parallel (xdist), so a test that measures how much CPU a process of its
+    own gets in a fixed window (and asserts a floor) would measure the other tests instead.
+    It takes the run's lock exclusively; the rest share it. The gate makes the wait fair: once
+    an ``alone`` test holds it, no new test starts, so it waits only for those already running.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, shared by its workers
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(root / "machine.gate", "a") as gate, open(root / "machine.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 MakeEngine = Callable[..., Awaitable[hybrid.Engine]]
