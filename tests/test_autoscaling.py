@@ -14,6 +14,8 @@ from tests.conftest import MakeEngine
 from tests.helpers import calls_recorded, worker_pids
 from tests.resources.fakes import GIB, MIB, FakeMonitor
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 FAST = AutoscaleConfig(
     min_workers=1,
     max_workers=3,

