@@ -364,6 +364,8 @@ class RedisEngine:
 
     def _withdraw(self, job_id: bytes, item: _Outstanding) -> None:
         """The caller stopped waiting: take the job off the stream, or tell its node."""
+        if self._closed:  # the client is going: nothing more is sent on its connection
+            return
         if item in self._to_send:
             self._to_send.remove(item)
             return

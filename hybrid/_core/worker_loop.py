@@ -7,13 +7,13 @@ there for the next call, as a sync function's module globals are.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import types
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .runner import loop_factory
+if TYPE_CHECKING:  # asyncio is imported by the first async call, not by every worker
+    import asyncio
 
 # Code flags, as in ``inspect``, without importing it in every worker.
 _CO_COROUTINE = 0x80
@@ -38,6 +38,8 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
     """Run a coroutine to completion on this worker's loop."""
     global _loop
     if _loop is None or _loop.is_closed():
+        from .runner import loop_factory
+
         _loop = loop_factory()()
     return _loop.run_until_complete(coroutine)
 

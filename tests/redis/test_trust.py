@@ -45,6 +45,7 @@ async def test_job_ids_are_128_random_bits(redis_url: str, prefix: str) -> None:
                 await asyncio.sleep(0.02)
         for call in calls:
             call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
     await raw.aclose()
     ids = [fields[b"j"] for _, fields in entries]
     assert len(set(ids)) == 3
