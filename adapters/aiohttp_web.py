@@ -27,6 +27,10 @@ task is dropped; a running one's worker is killed and replaced).
 
 from __future__ import annotations
 
+from . import _identity  # noqa: F401  (first: one clear line if `adapters` is not ours)
+
+# isort: split
+
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -83,7 +87,7 @@ def setup(
     Args:
         app: the application, before it starts.
         metrics: serve Prometheus metrics at ``metrics_path`` (needs the ``metrics``
-            extra: ``pip install 'hybrid[metrics]'``).
+            extra: ``pip install 'hybrid-engine[metrics]'``).
         watch_lag: measure the loop's lag and warn when something blocks it.
         metrics_registry: the ``prometheus_client`` registry to put the engine's metrics
             in, e.g. ``prometheus_client.REGISTRY`` so that the app's own metrics and
