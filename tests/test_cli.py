@@ -21,8 +21,9 @@ COMMANDS = {
     "hybrid worker": ["-m", "hybrid", "worker"],
     "crawler": ["-m", "examples.crawler"],
     "webapp": ["-m", "examples.webapp"],
+    "fastapi app": ["-m", "examples.webapp.fastapi_app"],
 }
-WITH_VERSION = ["hybrid", "hybrid top", "hybrid worker", "crawler", "webapp"]
+WITH_VERSION = ["hybrid", "hybrid top", "hybrid worker", "crawler", "webapp", "fastapi app"]
 # An entry of a help section: two spaces, the flags (single spaces inside), then its help
 # after two or more spaces, or on the next, deeper-indented line.
 ENTRY = re.compile(r"^  (?P<flags>\S(?:\S| (?! ))*)(?: {2,}(?P<help>\S.*))?$")
