@@ -207,7 +207,7 @@ async def offload(
             ``Retry-After`` header.
         web.HTTPInternalServerError: the worker died running the call.
         ClientClosedRequest: the client disconnected; the task was cancelled.
-        The call's own exception, unchanged.
+        Exception: the call's own exception, unchanged.
 
     Cancellation: cancelling the handler cancels the task and frees its worker.
     """

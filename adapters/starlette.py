@@ -220,7 +220,7 @@ async def offload(
             ``Retry-After`` header when the queue is full or the engine is closing; 500
             when the worker died running the call; 499 when the client disconnected (the
             task was cancelled; nobody reads that answer).
-        The call's own exception, unchanged.
+        Exception: the call's own exception, unchanged.
 
     Cancellation: cancelling the handler cancels the task and frees its worker.
     """
