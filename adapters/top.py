@@ -108,6 +108,7 @@ def render(now: Scrape, before: Scrape | None, url: str) -> Group:
         _functions_table(now),
         _peers(now),
         _redis(now),
+        _redis_peers(now),
     )
 
 
@@ -226,6 +227,39 @@ def _redis(now: Scrape) -> Text:
             for prefix, count in sorted(pending.items())
         )
     )
+
+
+def _redis_peers(now: Scrape) -> Table | Text:
+    """Nodes and clients as each local node or client judges them."""
+    states = now.values.get("hybrid_redis_peer_state", {})
+    rows = sorted({(found["local"], found["peer"], found["role"]) for found in map(dict, states)})
+    if not rows:
+        return Text("")
+    table = Table(title="scale-out peers", title_justify="left")
+    for column in ("seen from", "peer", "role", "state", "offset", "transit", "beat every"):
+        table.add_column(column, justify="right")
+    for local, peer, role in rows:
+        where = {"local": local, "peer": peer, "role": role}
+        verdict = next(
+            (dict(labels)["hybrid_redis_peer_state"] for labels, value in states.items()
+             if value and {k: dict(labels)[k] for k in where} == where),
+            "?",
+        )  # fmt: skip
+        table.add_row(
+            local, peer, role, verdict,
+            _ms(_value(now, "hybrid_redis_peer_clock_offset_seconds", where)),
+            _ms(_value(now, "hybrid_redis_peer_transit_seconds", where)),
+            _ms(_value(now, "hybrid_redis_peer_heartbeat_interval_seconds", where)),
+        )  # fmt: skip
+    return table
+
+
+def _value(now: Scrape, name: str, where: dict[str, str]) -> float | None:
+    for labels, value in now.values.get(name, {}).items():
+        found = dict(labels)
+        if all(found.get(key) == wanted for key, wanted in where.items()):
+            return value
+    return None
 
 
 def _mean_ms(now: Scrape, histogram: str, function: str) -> str:

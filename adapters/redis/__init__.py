@@ -35,9 +35,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from .cache import RedisCache
 from .cli import worker_command
 from .client import RedisEngine
+from .conn import redact
 from .dispatch import build_registry, task_name
-from .errors import JobRejected
-from .liveness import Detector, redis_detector
+from .errors import JobRejected, RedisFault
+from .liveness import Detector, PeerTable, PeerView, beat_value, redis_detector
 from .node import NodeConfig, WorkerNode
 from .transport import RedisStreamTransport
 
@@ -45,11 +46,16 @@ __all__ = [
     "Detector",
     "JobRejected",
     "NodeConfig",
+    "PeerTable",
+    "PeerView",
     "RedisCache",
     "RedisEngine",
+    "RedisFault",
     "RedisStreamTransport",
     "WorkerNode",
+    "beat_value",
     "build_registry",
+    "redact",
     "redis_detector",
     "task_name",
     "worker_command",

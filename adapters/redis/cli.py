@@ -12,6 +12,7 @@ import sys
 
 import hybrid
 
+from .codec import secret_from
 from .conn import REFUSED_ERRORS, describe_refusal
 from .node import NodeConfig, WorkerNode
 
@@ -54,6 +55,13 @@ def parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="local worker processes (default: usable CPUs)"
     )
     parse.add_argument(
+        "--no-follow-pressure",
+        action="store_false",
+        dest="follow_pressure",
+        help="keep --workers local workers whatever the machine's CPU and memory pressure "
+        "(by default the engine gives way to other tenants and to memory pressure)",
+    )
+    parse.add_argument(
         "--concurrency",
         type=int,
         default=default.concurrency,
@@ -61,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
     )
     parse.add_argument(
         "--prefix", default=default.prefix, help="the cluster's key prefix (default: %(default)s)"
+    )
+    parse.add_argument(
+        "--queue",
+        default=default.queue,
+        help="the named queue to serve (RedisEngine.run(..., queue=NAME)); "
+        "the default queue when omitted",
     )
     parse.add_argument(
         "--lease",
@@ -74,7 +88,8 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=default.beat_interval_s,
         dest="beat_interval_s",
-        help="heartbeat interval in seconds (default: %(default)s)",
+        help="seconds between two reads of the peers' beats; this node beats at the "
+        "interval its peers ask for, at most 3 beats a second (default: %(default)s)",
     )
     parse.add_argument(
         "--dead-after",
@@ -110,6 +125,14 @@ def parser() -> argparse.ArgumentParser:
         default="WARNING",
         help="least level of the log records printed on stderr (default: %(default)s)",
     )
+    parse.add_argument(
+        "--trim-interval",
+        type=float,
+        default=default.trim_interval_s,
+        dest="trim_interval_s",
+        help="seconds between trims of acknowledged entries off the job stream "
+        "(default: %(default)s)",
+    )
     return parse
 
 
@@ -126,20 +149,27 @@ def worker_command(argv: list[str]) -> int:
         except ImportError as exc:
             print(f"hybrid worker: cannot import --import {module!r}: {exc}", file=sys.stderr)
             return 2
-    secret = os.environ.get("HYBRID_SECRET")
+    try:
+        secret = secret_from(os.environ.get("HYBRID_SECRET"))
+    except ValueError as exc:
+        print(f"hybrid worker: {exc}", file=sys.stderr)
+        return 2
     config = NodeConfig(
         url=args.redis,
         modules=tuple(args.modules),
         prefix=args.prefix,
         workers=args.workers,
+        follow_pressure=args.follow_pressure,
         concurrency=args.concurrency,
         lease_s=args.lease_s,
         beat_interval_s=args.beat_interval_s,
+        queue=args.queue,
         dead_after_s=args.dead_after_s,
         max_deliveries=args.max_deliveries,
         max_entry_bytes=args.max_entry_bytes,
         drain_timeout_s=args.drain_timeout_s,
-        secret=secret.encode() if secret else None,
+        trim_interval_s=args.trim_interval_s,
+        secret=secret,
     )
     try:
         hybrid.run(_serve(config))
