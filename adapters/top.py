@@ -12,6 +12,10 @@ Throughput is the completed-task rate between two scrapes (``--once`` takes two 
 
 from __future__ import annotations
 
+from . import _identity  # noqa: F401  (first: one clear line if `adapters` is not ours)
+
+# isort: split
+
 import argparse
 import time
 import urllib.error
@@ -25,11 +29,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+import hybrid
+
 try:
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "hybrid top needs prometheus_client: pip install 'hybrid[monitor]'", name=exc.name
+        "hybrid top needs prometheus_client: pip install 'hybrid-engine[monitor]'", name=exc.name
     ) from exc
 
 DEFAULT_URL = "http://127.0.0.1:8080/metrics"
@@ -269,17 +275,40 @@ def _ms(value_s: float | None) -> str:
 def top_command(argv: list[str]) -> int:
     """``hybrid top [URL] [--interval S] [--once]``; returns the process exit status."""
     parser = argparse.ArgumentParser(
-        prog="hybrid top", description="Live view of a hybrid engine's metrics endpoint."
+        prog="hybrid top",
+        description="Live view of a hybrid engine's metrics endpoint: workers, queue, "
+        "throughput, latencies and messaging peers, redrawn in place.",
+        epilog="Exit status: 0 ok, 1 the endpoint cannot be read or is not metrics, 2 usage error.",
     )
     parser.add_argument(
-        "url", nargs="?", type=_metrics_url, default=DEFAULT_URL, help=f"default: {DEFAULT_URL}"
+        "url",
+        nargs="?",
+        type=_metrics_url,
+        default=DEFAULT_URL,
+        help="the engine's Prometheus endpoint (adapters.aiohttp_web.setup(metrics=True) "
+        "serves one; default: %(default)s)",
     )
     parser.add_argument(
-        "--interval", type=_positive_s, default=1.0, help="seconds between refreshes"
+        "--interval",
+        type=_positive_s,
+        default=1.0,
+        help="seconds between refreshes (default: %(default)s)",
     )
-    parser.add_argument("--once", action="store_true", help="print one view and exit")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="print one view (two scrapes --interval apart) and exit",
+    )
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"hybrid-engine {hybrid.__version__}",
+        help="print the distribution's name and version, then exit",
+    )
     args = parser.parse_args(argv)
     console = Console()
+    errors = Console(stderr=True)
     try:
         if args.once:
             before = scrape(args.url)
@@ -288,11 +317,11 @@ def top_command(argv: list[str]) -> int:
             return 0
         _watch(console, args.url, args.interval)
     except urllib.error.URLError as exc:
-        return _fail(console, f"cannot read {args.url}: {exc.reason}")
+        return _fail(errors, f"cannot read {args.url}: {exc.reason}")
     except OSError as exc:
-        return _fail(console, f"cannot read {args.url}: {exc}")
+        return _fail(errors, f"cannot read {args.url}: {exc}")
     except ValueError as exc:  # prometheus_client's parser on a page that is not metrics
-        return _fail(console, f"{args.url} is not a metrics page: {exc}")
+        return _fail(errors, f"{args.url} is not a metrics page: {exc}")
     except KeyboardInterrupt:
         pass
     return 0

@@ -3,7 +3,8 @@
 Stream figures come from Redis (``XPENDING``, ``XINFO GROUPS``, ``XLEN``) in
 :meth:`RedisCollector.refresh`, which the ``/metrics`` handler awaits before each scrape
 (collectors are synchronous); node and client counters are read from the objects. The
-``prefix`` label names the cluster (the ``--prefix`` its nodes share).
+``prefix`` label names the cluster (the ``--prefix`` its nodes share). Needs both extras:
+``pip install 'hybrid-engine[metrics,redis]'``.
 """
 
 from __future__ import annotations

@@ -385,11 +385,11 @@ class Engine:
                 Exceptions are never cached.
 
         Raises:
-            The task's own exception, with the worker's traceback as ``__cause__``;
-            :class:`WorkerCrashed`, :class:`TaskTimeout`, :class:`NotPicklable`,
-            :class:`EngineClosed` or :class:`Overloaded`; ``TypeError`` with ``cache``
-            for a call that cannot be cached (``fn`` has no importable name, or an
-            argument does not pickle).
+            Exception: the task's own exception, with the worker's traceback as
+                ``__cause__``; :class:`WorkerCrashed`, :class:`TaskTimeout`,
+                :class:`NotPicklable`, :class:`EngineClosed` or :class:`Overloaded`;
+                ``TypeError`` with ``cache`` for a call that cannot be cached (``fn`` has
+                no importable name, or an argument does not pickle).
 
         Cancellation: a queued task is removed without running; a running one has its
         worker killed and replaced. With ``cache``, the call goes on while other
