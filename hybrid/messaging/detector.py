@@ -81,7 +81,9 @@ class DetectorConfig:
         dead_factor: the factor on the worst spike and the worst pause in the DEAD margin
             (see :func:`~hybrid.messaging.prior.evidence_margin_s`).
         dead_floor_s: added to the DEAD margin.
-        dead_memory_s: how far back lateness and pauses count for the DEAD margin.
+        dead_memory_s: how far back everyday lateness counts for the DEAD margin.
+        anomaly_memory_s: how far back delay spikes and pauses count for the DEAD margin:
+            they are rare, so a few hours hold too few of them to know their worst.
         tail_extrapolation: everyday lateness counts in the DEAD margin as its worst value
             plus this many times its tail scale (the mean positive lateness). For an
             exponential tail, ``k`` scales cover ``e**k`` times more messages than the
@@ -111,6 +113,7 @@ class DetectorConfig:
     dead_factor: float = 1.2
     dead_floor_s: float = 0.1
     dead_memory_s: float = 6 * 3600.0
+    anomaly_memory_s: float = 24 * 3600.0
     tail_extrapolation: float = 6.0  # e**6 = 400 times the memory's messages
     initial_allowance_s: float = 5.0  # covers a process or VM pause of a few seconds
     trust_half_life_s: float = 1800.0
@@ -182,8 +185,8 @@ class FailureDetector:
         self._recent_late = WindowMax(config.suspect_memory_s)
         self._jitter_late = WindowMax(config.dead_memory_s)
         self._late_scale = WindowMean(config.arrival_window)
-        self._spike_late = WindowMax(config.dead_memory_s)
-        self._pause = WindowMax(config.dead_memory_s)
+        self._spike_late = WindowMax(config.anomaly_memory_s)
+        self._pause = WindowMax(config.anomaly_memory_s)
         self._first_at = 0.0
         self._trusting = config.initial_allowance_s > 0
         self.dead_margin_s = self._prior_margin_s(0.0)

@@ -48,7 +48,7 @@ class PeerGroup(Generic[PeerId]):
         self.min_peers = min_peers
         self.mass_hold_s = mass_hold_s
         self.mass_stalls = 0
-        self.prior = GroupPrior(self.config.dead_memory_s)
+        self.prior = GroupPrior(self.config.dead_memory_s, self.config.anomaly_memory_s)
         self._detectors: dict[PeerId, FailureDetector] = {}
         self._rule_armed = True
 

@@ -78,7 +78,7 @@ def margin_s(
 
 
 class GroupPrior:
-    """Lateness and pauses pooled over every peer of a group, forgotten after ``memory_s``.
+    """Lateness and pauses pooled over every peer of a group, forgotten after a while.
 
     Share one instance between the detectors of peers that share a network and a kind of
     process (``FailureDetector(config, prior=group_prior)``, or :class:`PeerGroup`, which
@@ -86,16 +86,19 @@ class GroupPrior:
     in another group: a pool that mixes them widens every member's margin to the worst.
 
     Args:
-        memory_s: how long evidence counts, in seconds (the detectors' ``dead_memory_s``).
+        memory_s: how long everyday lateness counts, in seconds (the detectors'
+            ``dead_memory_s``).
+        anomaly_memory_s: how long spikes and pauses count, in seconds (the detectors'
+            ``anomaly_memory_s``).
     """
 
-    def __init__(self, memory_s: float) -> None:
+    def __init__(self, memory_s: float, anomaly_memory_s: float) -> None:
         self.observations = 0
         self.anomalies = 0
         self._jitter = WindowMax(memory_s)
         self._scale = WindowMean(POOLED_SCALE_WINDOW)
-        self._spike = WindowMax(memory_s)
-        self._pause = WindowMax(memory_s)
+        self._spike = WindowMax(anomaly_memory_s)
+        self._pause = WindowMax(anomaly_memory_s)
         # Every detector of the group asks for the margin on every message: it is cached,
         # dropped at once when a worst value or the anomaly count moves, and otherwise
         # every SCALE_REFRESH samples (the mean of a thousand barely moves in between).
