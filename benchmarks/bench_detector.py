@@ -2,7 +2,8 @@
 Akka's phi accrual, side by side in one run, on a deterministic simulated clock.
 
     python -m benchmarks.bench_detector            # full run: 300 peer-hours per trace and
-                                                   # detector (about 3 minutes on one core)
+                                                   # detector (about 15 minutes on a shared
+                                                   # two-core machine)
     python -m benchmarks.bench_detector --quick    # smoke run (seconds; figures meaningless)
     python -m benchmarks.bench_detector --peers 8 --hours 15 --traces T2 T6   # a subset
 
