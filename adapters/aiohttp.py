@@ -16,6 +16,10 @@ and it is what drives the adaptive delay.
 
 from __future__ import annotations
 
+from . import _identity  # noqa: F401  (first: one clear line if `adapters` is not ours)
+
+# isort: split
+
 import asyncio
 import email.utils
 import random
@@ -27,7 +31,7 @@ from urllib.parse import urljoin, urlsplit
 try:
     import aiohttp
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("adapters.aiohttp needs aiohttp: pip install 'hybrid[http]'") from exc
+    raise ImportError("adapters.aiohttp needs aiohttp: pip install 'hybrid-engine[http]'") from exc
 
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

@@ -27,8 +27,11 @@ task is dropped; a running one's worker is killed and replaced).
 
 from __future__ import annotations
 
+from . import _identity  # noqa: F401  (first: one clear line if `adapters` is not ours)
+
+# isort: split
+
 import asyncio
-import math
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, cast
 
@@ -40,6 +43,12 @@ from hybrid.lag import LoopLagWatch
 from hybrid.logs import WithTaskId
 from hybrid.shared import Cache
 
+from ._web import (
+    MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S,
+    WORKER_NICE as WORKER_NICE,
+    retry_after_s as retry_after_s,
+)
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -49,11 +58,6 @@ R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
 
 DISCONNECT_POLL_S = 0.1  # how often a waiting handler checks that its client is still there
-MAX_RETRY_AFTER_S = 60  # cap on the Retry-After hint of a 503
-# Workers' niceness unless the app says otherwise. When the workers fill every core, a
-# request (or a health check) waits for the scheduler to hand this process a core; at a
-# lower priority the workers give it up at once, and they still get all the CPU left.
-WORKER_NICE = 10
 
 
 class ClientClosedRequest(web.HTTPClientError):
@@ -83,7 +87,7 @@ def setup(
     Args:
         app: the application, before it starts.
         metrics: serve Prometheus metrics at ``metrics_path`` (needs the ``metrics``
-            extra: ``pip install 'hybrid[metrics]'``).
+            extra: ``pip install 'hybrid-engine[metrics]'``).
         watch_lag: measure the loop's lag and warn when something blocks it.
         metrics_registry: the ``prometheus_client`` registry to put the engine's metrics
             in, e.g. ``prometheus_client.REGISTRY`` so that the app's own metrics and
@@ -203,7 +207,7 @@ async def offload(
             ``Retry-After`` header.
         web.HTTPInternalServerError: the worker died running the call.
         ClientClosedRequest: the client disconnected; the task was cancelled.
-        The call's own exception, unchanged.
+        Exception: the call's own exception, unchanged.
 
     Cancellation: cancelling the handler cancels the task and frees its worker.
     """
@@ -244,18 +248,6 @@ def _unavailable(
     return web.HTTPServiceUnavailable(
         text=str(exc), headers={"Retry-After": str(retry_after_s(engine, pool))}
     )
-
-
-def retry_after_s(engine: hybrid.Engine, pool: str = "default") -> int:
-    """Whole seconds until the pool's queue has probably drained: queued x median task
-    time / workers, at least 1 and at most ``MAX_RETRY_AFTER_S``."""
-    try:
-        stats = engine.stats(pool)
-    except hybrid.EngineClosed:
-        return MAX_RETRY_AFTER_S
-    task_s = stats.task_p50_s or 0.0
-    drain_s = stats.queued * task_s / max(1, stats.workers)
-    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(drain_s)))
 
 
 class _Waiter:

@@ -32,6 +32,10 @@ Use (one look; the engine makes it every interval and feeds the policy)::
 
 from __future__ import annotations
 
+from . import _identity  # noqa: F401  (first: one clear line if `adapters` is not ours)
+
+# isort: split
+
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -44,7 +48,7 @@ try:
     import psutil
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "adapters.psutil needs psutil: pip install 'hybrid[monitor]'", name=exc.name
+        "adapters.psutil needs psutil: pip install 'hybrid-engine[monitor]'", name=exc.name
     ) from exc
 
 IDLE_FIELDS = ("idle", "iowait")  # CPU time that is not busy; iowait is idle waiting on disk

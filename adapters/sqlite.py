@@ -14,6 +14,10 @@ only a power loss can drop the last commits.
 
 from __future__ import annotations
 
+from . import _identity  # noqa: F401  (first: one clear line if `adapters` is not ours)
+
+# isort: split
+
 import asyncio
 import contextlib
 import sqlite3
@@ -25,7 +29,9 @@ from typing import Any
 try:
     import aiosqlite
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("adapters.sqlite needs aiosqlite: pip install 'hybrid[sqlite]'") from exc
+    raise ImportError(
+        "adapters.sqlite needs aiosqlite: pip install 'hybrid-engine[sqlite]'"
+    ) from exc
 
 from hybrid import HybridError
 

@@ -12,6 +12,10 @@ Throughput is the completed-task rate between two scrapes (``--once`` takes two 
 
 from __future__ import annotations
 
+from . import _identity  # noqa: F401  (first: one clear line if `adapters` is not ours)
+
+# isort: split
+
 import argparse
 import time
 import urllib.error
@@ -25,11 +29,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+import hybrid
+
 try:
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "hybrid top needs prometheus_client: pip install 'hybrid[monitor]'", name=exc.name
+        "hybrid top needs prometheus_client: pip install 'hybrid-engine[monitor]'", name=exc.name
     ) from exc
 
 DEFAULT_URL = "http://127.0.0.1:8080/metrics"
@@ -102,6 +108,7 @@ def render(now: Scrape, before: Scrape | None, url: str) -> Group:
         _functions_table(now),
         _peers(now),
         _redis(now),
+        _redis_peers(now),
     )
 
 
@@ -222,6 +229,39 @@ def _redis(now: Scrape) -> Text:
     )
 
 
+def _redis_peers(now: Scrape) -> Table | Text:
+    """Nodes and clients as each local node or client judges them."""
+    states = now.values.get("hybrid_redis_peer_state", {})
+    rows = sorted({(found["local"], found["peer"], found["role"]) for found in map(dict, states)})
+    if not rows:
+        return Text("")
+    table = Table(title="scale-out peers", title_justify="left")
+    for column in ("seen from", "peer", "role", "state", "offset", "transit", "beat every"):
+        table.add_column(column, justify="right")
+    for local, peer, role in rows:
+        where = {"local": local, "peer": peer, "role": role}
+        verdict = next(
+            (dict(labels)["hybrid_redis_peer_state"] for labels, value in states.items()
+             if value and {k: dict(labels)[k] for k in where} == where),
+            "?",
+        )  # fmt: skip
+        table.add_row(
+            local, peer, role, verdict,
+            _ms(_value(now, "hybrid_redis_peer_clock_offset_seconds", where)),
+            _ms(_value(now, "hybrid_redis_peer_transit_seconds", where)),
+            _ms(_value(now, "hybrid_redis_peer_heartbeat_interval_seconds", where)),
+        )  # fmt: skip
+    return table
+
+
+def _value(now: Scrape, name: str, where: dict[str, str]) -> float | None:
+    for labels, value in now.values.get(name, {}).items():
+        found = dict(labels)
+        if all(found.get(key) == wanted for key, wanted in where.items()):
+            return value
+    return None
+
+
 def _mean_ms(now: Scrape, histogram: str, function: str) -> str:
     count = now.by(f"{histogram}_count", "function").get(function, 0.0)
     total = now.by(f"{histogram}_sum", "function").get(function, 0.0)
@@ -235,17 +275,40 @@ def _ms(value_s: float | None) -> str:
 def top_command(argv: list[str]) -> int:
     """``hybrid top [URL] [--interval S] [--once]``; returns the process exit status."""
     parser = argparse.ArgumentParser(
-        prog="hybrid top", description="Live view of a hybrid engine's metrics endpoint."
+        prog="hybrid top",
+        description="Live view of a hybrid engine's metrics endpoint: workers, queue, "
+        "throughput, latencies and messaging peers, redrawn in place.",
+        epilog="Exit status: 0 ok, 1 the endpoint cannot be read or is not metrics, 2 usage error.",
     )
     parser.add_argument(
-        "url", nargs="?", type=_metrics_url, default=DEFAULT_URL, help=f"default: {DEFAULT_URL}"
+        "url",
+        nargs="?",
+        type=_metrics_url,
+        default=DEFAULT_URL,
+        help="the engine's Prometheus endpoint (adapters.aiohttp_web.setup(metrics=True) "
+        "serves one; default: %(default)s)",
     )
     parser.add_argument(
-        "--interval", type=_positive_s, default=1.0, help="seconds between refreshes"
+        "--interval",
+        type=_positive_s,
+        default=1.0,
+        help="seconds between refreshes (default: %(default)s)",
     )
-    parser.add_argument("--once", action="store_true", help="print one view and exit")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="print one view (two scrapes --interval apart) and exit",
+    )
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"hybrid-engine {hybrid.__version__}",
+        help="print the distribution's name and version, then exit",
+    )
     args = parser.parse_args(argv)
     console = Console()
+    errors = Console(stderr=True)
     try:
         if args.once:
             before = scrape(args.url)
@@ -254,11 +317,11 @@ def top_command(argv: list[str]) -> int:
             return 0
         _watch(console, args.url, args.interval)
     except urllib.error.URLError as exc:
-        return _fail(console, f"cannot read {args.url}: {exc.reason}")
+        return _fail(errors, f"cannot read {args.url}: {exc.reason}")
     except OSError as exc:
-        return _fail(console, f"cannot read {args.url}: {exc}")
+        return _fail(errors, f"cannot read {args.url}: {exc}")
     except ValueError as exc:  # prometheus_client's parser on a page that is not metrics
-        return _fail(console, f"{args.url} is not a metrics page: {exc}")
+        return _fail(errors, f"{args.url} is not a metrics page: {exc}")
     except KeyboardInterrupt:
         pass
     return 0

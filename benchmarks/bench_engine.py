@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_engine            # full run (a few minutes on 2 cores)
     python -m benchmarks.bench_engine --quick    # smoke run
+    python -m benchmarks.bench_engine --flood    # only 1,000 clients flooding engine.run
 
 Figures are medians over repeats; ratios compare runs made minutes apart on the same machine.
 """
@@ -79,6 +80,60 @@ async def hybrid_concurrent_run(calls: int, workers: int, concurrency: int = 100
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         return timed_rate(calls, time.perf_counter() - started)
+
+
+class LagProbe:
+    """Measures the loop's lag: how late a 1 ms sleep wakes, over and over, until stopped."""
+
+    def __init__(self) -> None:
+        self.lags_ms: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.lags_ms.append((time.perf_counter() - start - 0.001) * 1000)
+
+    def __enter__(self) -> LagProbe:
+        self._task = asyncio.ensure_future(self._probe())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def flood(
+    clients: int, calls: int, call: Callable[[int], Awaitable[object]]
+) -> tuple[float, list[float]]:
+    """``clients`` coroutines, each awaiting ``call`` in a loop until ``calls`` are done:
+    calls/s and the loop's lags meanwhile. Never one gather over every call."""
+    remaining = iter(range(calls))
+
+    async def client() -> None:
+        for n in remaining:
+            await call(n)
+
+    with LagProbe() as probe:
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return timed_rate(calls, elapsed), probe.lags_ms
+
+
+async def stdlib_flood(clients: int, calls: int, workers: int) -> tuple[float, list[float]]:
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(workers) as executor:
+        await asyncio.gather(*(loop.run_in_executor(executor, work.square, n) for n in range(50)))
+        return await flood(clients, calls, lambda n: loop.run_in_executor(executor, work.square, n))
+
+
+async def hybrid_flood(clients: int, calls: int, workers: int) -> tuple[float, list[float]]:
+    # monitor=None: the engine itself is measured, not its reaction to a shared machine.
+    async with hybrid.Engine(workers, monitor=None) as engine:
+        await asyncio.gather(*(engine.run(work.square, n) for n in range(1000)))
+        return await flood(clients, calls, lambda n: engine.run(work.square, n))
 
 
 async def cpu_bound_efficiency(
@@ -179,6 +234,8 @@ async def main(quick: bool) -> None:
         print(f"| {name} | {rate:,.0f} | {rate / one_each:.1f}x | {rate / chunked:.2f}x |")
     print()
 
+    print_flood(*await flood_rounds(repeats, workers, calls, baseline_calls))
+
     task_s = 0.02
     efficiency, lags = await cpu_bound_efficiency(workers, 40 if quick else 200, task_s)
     lags_ms = [lag * 1000 for lag in lags]
@@ -206,7 +263,59 @@ async def main(quick: bool) -> None:
             )
 
 
+FLOOD_CLIENTS = 1000  # concurrent client coroutines, each awaiting one call at a time
+
+
+async def flood_rounds(
+    repeats: int, workers: int, calls: int, baseline_calls: int
+) -> tuple[float, list[float], float, list[float]]:
+    """Both floods, interleaved: median rates and every lag seen."""
+    ours_rates: list[float] = []
+    theirs_rates: list[float] = []
+    ours_lags: list[float] = []
+    theirs_lags: list[float] = []
+    for _ in range(repeats):
+        rate, lags = await stdlib_flood(FLOOD_CLIENTS, baseline_calls, workers)
+        theirs_rates.append(rate)
+        theirs_lags += lags
+        rate, lags = await hybrid_flood(FLOOD_CLIENTS, calls, workers)
+        ours_rates.append(rate)
+        ours_lags += lags
+    return median_rate(ours_rates), ours_lags, median_rate(theirs_rates), theirs_lags
+
+
+def print_flood(
+    ours: float, ours_lags: list[float], theirs: float, theirs_lags: list[float]
+) -> None:
+    print(f"## Flood: {FLOOD_CLIENTS:,} clients each awaiting one tiny call at a time")
+    print()
+    print("| runner | calls/s | ratio | lag p50 ms | lag p99 ms | lag max ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, rate, lags in [
+        ("stdlib run_in_executor", theirs, theirs_lags),
+        ("hybrid engine.run", ours, ours_lags),
+    ]:
+        print(
+            f"| {name} | {rate:,.0f} | {rate / theirs:.1f}x | {percentile(lags, 0.5):.2f} | "
+            f"{percentile(lags, 0.99):.2f} | {max(lags):.2f} |"
+        )
+    print()
+
+
+async def _print_flood_only(
+    rounds: Awaitable[tuple[float, list[float], float, list[float]]],
+) -> None:
+    print_flood(*await rounds)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    hybrid.run(main(parser.parse_args().quick))
+    parser.add_argument("--flood", action="store_true", help="only the flood case")
+    options = parser.parse_args()
+    if options.flood:
+        calls = 20_000 if options.quick else 100_000
+        rounds = flood_rounds(1 if options.quick else 3, 2, calls, calls // 5)
+        hybrid.run(_print_flood_only(rounds))
+    else:
+        hybrid.run(main(options.quick))

@@ -13,6 +13,11 @@ Run: ``.venv/bin/python -m benchmarks.bench_redis`` (``--quick`` for a short run
    both nodes consuming ("ready") for 2 s, once killed 0.6 s after that (its peer has
    barely met it).
 3. Redeliveries of a live long task: a 5 s task with the lease cut to 1 s.
+4. A Redis restart with persistence (appendonly, fsync always) under 1,500 jobs: jobs
+   lost, and jobs run twice (the goal: 0 lost, at most 1%).
+
+The hybrid rows run once more with a cluster secret (``signed``): every job, result and
+beat HMAC-signed, job ids random, replay protection on.
 
 arq and taskiq are installed on first use into ``benchmarks/.venv-redis-baselines``
 (one venv each: they need different redis-py majors), never into the project's venv.
@@ -48,6 +53,8 @@ VENVS = Path(__file__).resolve().parent / ".venv-redis-baselines"
 PACKAGES = {"arq": ["arq", "hiredis"], "taskiq": ["taskiq", "taskiq-redis", "hiredis"]}
 URL = os.environ.get("HYBRID_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SETTLE_S = (2.0, 0.6)  # nodes run this long before the kill (start-up pauses widen margins)
+SECRET = "bench-secret-0123456789abcdef"  # the signed rows' cluster key
+RESTART_JOBS = 1500
 
 
 def baseline_python(name: str) -> str:
@@ -107,13 +114,17 @@ def run_program(python: str, script: str, jobs: int) -> float:
 class Node:
     """A ``hybrid worker`` subprocess in its own process group."""
 
-    def __init__(self, prefix: str, *options: str, url: str = URL) -> None:
+    def __init__(
+        self, prefix: str, *options: str, url: str = URL, secret: str | None = None
+    ) -> None:
         self.log = Path(tempfile.mkstemp(prefix="bench-node-", suffix=".log")[1])
+        env = {**os.environ, **({"HYBRID_SECRET": secret} if secret else {})}
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "adapters.redis", "--redis", url, "--prefix", prefix,
                  "--import", "benchmarks.redis_baselines.noop_tasks", *options],
                 cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                env=env,
             )  # fmt: skip
         deadline = time.monotonic() + 30
         while "ready" not in self.log.read_text():
@@ -143,11 +154,11 @@ async def delete_prefix(prefix: str, url: str = URL) -> None:
     await client.aclose()
 
 
-async def hybrid_rate(jobs: int, batched: bool, url: str = URL) -> float:
+async def hybrid_rate(jobs: int, batched: bool, url: str = URL, secret: str | None = None) -> float:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    node = Node(prefix, "--workers", "2", url=url)
+    node = Node(prefix, "--workers", "2", url=url, secret=secret)
     try:
-        async with RedisEngine(url, prefix=prefix) as engine:
+        async with RedisEngine(url, prefix=prefix, secret=secret) as engine:
             await engine.run_batch(noop_tasks.noop, [(i,) for i in range(1000)])  # warm up
             started = time.perf_counter()
             if batched:
@@ -229,6 +240,12 @@ def main() -> None:
         print(
             f"\nredeliveries of a live 5 s task with a 1 s lease: {long_task_redeliveries_sync()}"
         )
+        lost, twice = asyncio.run(restart_reruns())
+        print(
+            f"\nRedis restart (appendonly, fsync always) under {RESTART_JOBS} jobs: "
+            f"{lost} lost, {twice} run twice ({100 * twice / RESTART_JOBS:.1f}%; goal 0 lost, "
+            "<= 1%)"
+        )
 
 
 def throughput(quick: bool) -> None:
@@ -245,6 +262,10 @@ def measure_throughput(quick: bool, newer_url: str | None) -> None:
     systems: dict[str, Callable[[], float]] = {
         "hybrid one-at-a-time (run)": lambda: asyncio.run(hybrid_rate(single_jobs, False)),
         "hybrid batched (run_batch)": lambda: asyncio.run(hybrid_rate(batch_jobs, True)),
+        "hybrid one-at-a-time, signed": lambda: asyncio.run(
+            hybrid_rate(single_jobs, False, secret=SECRET)
+        ),
+        "hybrid batched, signed": lambda: asyncio.run(hybrid_rate(batch_jobs, True, secret=SECRET)),
         "taskiq-redis stream broker": lambda: run_program(
             taskiq_python, "taskiq_noop.py", baseline_jobs
         ),
@@ -264,7 +285,7 @@ def measure_throughput(quick: bool, newer_url: str | None) -> None:
                 hybrid_rate(batch_jobs, True, newer_url)
             ),
         }
-        systems = {**dict(list(systems.items())[:2]), **newer, **dict(list(systems.items())[2:])}
+        systems = {**dict(list(systems.items())[:4]), **newer, **dict(list(systems.items())[4:])}
     rates: dict[str, list[float]] = {name: [] for name in systems}
     for round_number in range(rounds):
         for name, measure in systems.items():
@@ -283,12 +304,12 @@ def recovery(repeats: int) -> None:
         for settle_s in SETTLE_S:
             times[settle_s].append(asyncio.run(recovery_s(settle_s)))
     print(f"\nkill -9 to pending jobs done elsewhere, no other traffic ({repeats} repeats each):")
-    print(f"{'nodes up before the kill':<26} {'p50':>7} {'p99':>7} {'max':>7}   goal p99 <= 2 s")
+    print(f"{'nodes up before the kill':<26} {'p50':>7} {'p99':>7} {'max':>7}   goal p99 <= 1 s")
     for settle_s, figures in times.items():
         figures.sort()
         p99 = figures[min(len(figures) - 1, int(0.99 * len(figures)))]
         median = statistics.median(figures)
-        met = "met" if p99 <= 2.0 else "NOT met"
+        met = "met" if p99 <= 1.0 else "NOT met"
         print(
             f"{settle_s:>5.1f} s{'':<20} {median:>6.2f}s {p99:>6.2f}s {figures[-1]:>6.2f}s   {met}"
         )
@@ -302,3 +323,55 @@ def long_task_redeliveries_sync() -> Any:
 
 if __name__ == "__main__":
     main()
+
+
+async def restart_reruns() -> tuple[int, int]:
+    """Kill -9 and restart a persistent Redis a third of the way through 1,500 jobs:
+    how many jobs were lost, and how many ran twice."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = Path(tempfile.mkdtemp(prefix="bench-aof-"))
+    url = f"redis://127.0.0.1:{port}/0"
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "yes", "--appendfsync", "always", "--dir", str(data)]  # fmt: skip
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return server
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    server = start()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    runs = data / "runs.txt"
+    node = Node(prefix, "--workers", "2", url=url)
+    try:
+        async with RedisEngine(url, prefix=prefix) as engine:
+            calls = [
+                asyncio.ensure_future(engine.run(noop_tasks.record, str(runs), i, 0.002))
+                for i in range(RESTART_JOBS)
+            ]
+            while not runs.exists() or len(runs.read_text().splitlines()) < RESTART_JOBS // 3:
+                await asyncio.sleep(0.01)
+            server.kill()
+            server.wait()
+            server = start()
+            done = await asyncio.wait_for(
+                asyncio.gather(*calls, return_exceptions=True), timeout=300
+            )
+        lost = sum(1 for value, i in zip(done, range(RESTART_JOBS), strict=True) if value != i)
+        counts: dict[str, int] = {}
+        for line in runs.read_text().splitlines():
+            counts[line] = counts.get(line, 0) + 1
+        return lost, sum(1 for count in counts.values() if count > 1)
+    finally:
+        node.kill()
+        server.kill()
+        server.wait()

@@ -12,14 +12,20 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from ._core.default_engine import to_process as to_process
     from ._core.engine import Engine as Engine
+    from ._core.executor import EngineExecutor as EngineExecutor
     from ._core.handle import TaskHandle as TaskHandle
     from ._core.map import MapResults as MapResults
     from ._core.outcome import BatchResults as BatchResults, CallResult as CallResult
+    from ._core.profiling import Profile as Profile
     from ._core.runner import run as run
     from ._core.spec import PoolSpec as PoolSpec
     from ._core.stats import EngineStats as EngineStats, WorkerStats as WorkerStats
-    from ._core.worker import current_task_id as current_task_id
+    from ._core.worker import (
+        current_task_id as current_task_id,
+        report_progress as report_progress,
+    )
     from ._errors import (
         EngineClosed as EngineClosed,
         HybridError as HybridError,
@@ -45,15 +51,19 @@ if _typing.TYPE_CHECKING:
 # Public name -> the module that defines it.
 _EXPORTS = {
     "Engine": "._core.engine",
+    "EngineExecutor": "._core.executor",
+    "to_process": "._core.default_engine",
     "TaskHandle": "._core.handle",
     "MapResults": "._core.map",
     "BatchResults": "._core.outcome",
     "CallResult": "._core.outcome",
+    "Profile": "._core.profiling",
     "run": "._core.runner",
     "PoolSpec": "._core.spec",
     "EngineStats": "._core.stats",
     "WorkerStats": "._core.stats",
     "current_task_id": "._core.worker",
+    "report_progress": "._core.worker",
     "usable_cpus": ".machine",
     "TaskEvent": ".observers",
     "TaskObserver": ".observers",

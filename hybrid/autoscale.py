@@ -192,12 +192,17 @@ class AutoscaleState:
         paused: intake is paused for memory.
         outside_pressure: the cap is lowered for another tenant's CPU use.
         decisions: how many decisions of each :attr:`Decision.key` were made.
+        last_decision: the key of the last decision (the rule that acted last, e.g.
+            ``"shrink.outside_cpu"``); None before the first.
+        last_reason: that decision's reason, in words.
     """
 
     cap: int
     paused: bool
     outside_pressure: bool
     decisions: dict[str, int]
+    last_decision: str | None = None
+    last_reason: str | None = None
 
 
 class Autoscaler:
@@ -216,6 +221,7 @@ class Autoscaler:
             min(self.max_workers, math.floor(self.cores * config.shrink_fraction)),
         )
         self.counts: Counter[str] = Counter()
+        self.last_decision: Decision | None = None
         self.paused = False
         self.outside_pressure = False
         self._last_resize_s: float | None = None
@@ -229,7 +235,15 @@ class Autoscaler:
         return self.pressure_cap if self.outside_pressure else self.max_workers
 
     def state(self) -> AutoscaleState:
-        return AutoscaleState(self.cap, self.paused, self.outside_pressure, dict(self.counts))
+        last = self.last_decision
+        return AutoscaleState(
+            self.cap,
+            self.paused,
+            self.outside_pressure,
+            dict(self.counts),
+            None if last is None else last.key,
+            None if last is None else last.reason,
+        )
 
     def decide(self, sample: ResourceSample, load: PoolLoad, now_s: float) -> list[Decision]:
         """What to do now, given a fresh sample and the pool's load at ``now_s`` seconds
@@ -244,6 +258,8 @@ class Autoscaler:
             decisions.append(resize)
             self._last_resize_s = now_s
         self.counts.update(decision.key for decision in decisions)
+        if decisions:
+            self.last_decision = decisions[-1]
         return decisions
 
     # CPU and backlog

@@ -135,6 +135,46 @@ class ResourceMonitor(Protocol):
         ...
 
 
+MONITOR_ENTRY_POINT_GROUP = "hybrid.monitors"  # where Engine() finds its default monitor
+
+
+def find_default_monitor() -> ResourceMonitor | None:
+    """The monitor ``Engine()`` follows unless told otherwise; None if there is none.
+
+    The core imports no monitoring library. It looks, in order, for:
+
+    1. the ``hybrid.monitors`` entry points of the installed distributions (hybrid's own
+       registers ``psutil = "adapters.psutil:PsutilMonitor"``), the first by name whose
+       import succeeds, called with no arguments;
+    2. running from a source tree without installed metadata: ``adapters.psutil``, only
+       if ``adapters`` is hybrid's (its ``HYBRID_ADAPTERS`` marker), not the unrelated
+       PyPI package of that name.
+
+    Either fails quietly (None: the pool keeps its size) when psutil is not installed.
+    """
+    import importlib
+    import importlib.metadata
+
+    for point in sorted(
+        importlib.metadata.entry_points(group=MONITOR_ENTRY_POINT_GROUP), key=lambda p: p.name
+    ):
+        try:
+            factory = point.load()
+        except ImportError:
+            continue
+        monitor: ResourceMonitor = factory()
+        return monitor
+    try:
+        adapters = importlib.import_module("adapters")
+        if not getattr(adapters, "HYBRID_ADAPTERS", False):
+            return None
+        psutil_adapter = importlib.import_module("adapters.psutil")
+    except ImportError:
+        return None
+    found: ResourceMonitor = psutil_adapter.PsutilMonitor()
+    return found
+
+
 async def sample_periodically(
     monitor: ResourceMonitor,
     pids: Callable[[], Collection[int]],

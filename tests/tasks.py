@@ -207,3 +207,11 @@ def fail_on_odd(x: int) -> int:
     if x % 2:
         raise ValueError(f"{x} is odd")
     return x
+
+
+def hot_spot_of_the_profile(n: int) -> int:
+    """A function a profile must name: it takes nearly all of its caller's time."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total

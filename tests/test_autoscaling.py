@@ -14,6 +14,8 @@ from tests.conftest import MakeEngine
 from tests.helpers import calls_recorded, worker_pids
 from tests.resources.fakes import GIB, MIB, FakeMonitor
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 FAST = AutoscaleConfig(
     min_workers=1,
     max_workers=3,
@@ -92,7 +94,7 @@ async def test_a_worker_past_its_rss_limit_is_recycled_by_the_policy(
 
 async def test_autoscale_without_a_monitor_is_refused() -> None:
     with pytest.raises(ValueError, match="autoscale needs a monitor"):
-        hybrid.Engine(autoscale=FAST)
+        hybrid.Engine(autoscale=FAST, monitor=None)
 
 
 async def test_stats_report_the_machines_truth(make_engine: MakeEngine) -> None:

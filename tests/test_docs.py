@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -36,6 +38,7 @@ def run_python(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a whole program
 def test_the_readme_quick_start_runs(tmp_path: Path) -> None:
     script = tmp_path / "quickstart.py"
     script.write_text(block_after("quickstart"))
@@ -47,6 +50,7 @@ def test_the_readme_quick_start_runs(tmp_path: Path) -> None:
     assert "EngineStats(" in result.stdout
 
 
+@pytest.mark.slow  # a whole program
 def test_the_quickstart_example_runs() -> None:
     result = run_python(ROOT / "examples" / "quickstart.py")
     assert result.returncode == 0, result.stderr
@@ -85,6 +89,7 @@ def test_adapter_commands_are_reached_through_the_hybrid_command() -> None:
         assert f"usage: hybrid {command}" in result.stdout
 
 
+@pytest.mark.slow  # a whole program: the crawler's demo site and a crawl of it
 def test_the_readme_demo_command_runs_the_crawler_demo(tmp_path: Path) -> None:
     command = block_after("demo-command").strip()
     demo = command.split("&&")[-1].strip()

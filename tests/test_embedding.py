@@ -6,10 +6,14 @@ import asyncio
 import statistics
 import time
 
+import pytest
+
 import hybrid
 from tests import tasks
 from tests.conftest import MakeEngine
 from tests.helpers import worker_pids
+
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
 
 
 async def test_several_engines_live_in_one_program(make_engine: MakeEngine) -> None:

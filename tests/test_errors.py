@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 import pytest
 
@@ -32,15 +33,21 @@ async def test_an_exception_that_will_not_unpickle_becomes_remote_error(
     assert await engine.run(tasks.square, 3) == 9
 
 
-async def test_a_lambda_fails_at_once_naming_it(make_engine: MakeEngine) -> None:
+async def test_a_lambda_without_cloudpickle_fails_at_once_naming_the_extra(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = await make_engine(workers=1)
-    with pytest.raises(hybrid.NotPicklable, match=r"<lambda>.*module level"):
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)  # as if it were not installed
+    with pytest.raises(hybrid.NotPicklable, match=r"<lambda>.*hybrid\[cloudpickle\]"):
         await engine.run(lambda: 1)
     assert engine.stats().submitted == 0
 
 
-async def test_a_local_function_fails_at_once(make_engine: MakeEngine) -> None:
+async def test_a_local_function_without_cloudpickle_fails_at_once(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = await make_engine(workers=1)
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)
 
     def local(x: int) -> int:
         return x
@@ -85,7 +92,7 @@ async def test_bad_run_options_are_rejected(make_engine: MakeEngine) -> None:
     with pytest.raises(ValueError, match="retries"):
         await engine.run(tasks.square, 1, retries=-1)
     with pytest.raises(TypeError, match="callable"):
-        await engine.run(42)  # type: ignore[arg-type]
+        await engine.run(42)  # type: ignore[call-overload]
 
 
 def test_engine_errors_share_one_base() -> None:

@@ -13,6 +13,7 @@ from hybrid.shared import MemoryCache, leftover_segments
 from tests import tasks
 from tests.conftest import MakeEngine
 from tests.helpers import wait_for_full_strength, wait_until_gone, worker_pids
+from tests.ops import worker_tasks
 
 MiB = 1 << 20
 
@@ -67,11 +68,14 @@ async def test_a_call_queued_behind_another_reports_its_wait(make_engine: MakeEn
     assert second.queue_wait_s >= 0.25
 
 
-async def test_cancelling_a_handle_kills_its_running_worker(make_engine: MakeEngine) -> None:
+async def test_cancelling_a_handle_kills_its_running_worker(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
     engine = await make_engine(workers=1)
-    handle = await engine.submit(tasks.sleep_then, 30)
+    started = tmp_path / "started"
+    handle = await engine.submit(worker_tasks.mark_then_sleep, str(started), 30.0)
     async with asyncio.timeout(10):
-        while engine.stats().busy < 1:
+        while not started.exists():  # running in the worker, not only sent to it
             await asyncio.sleep(0.01)
     old_pids = worker_pids(engine)
     assert handle.cancel()

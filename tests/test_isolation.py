@@ -16,6 +16,8 @@ from tests import tasks
 from tests.conftest import MakeEngine
 from tests.helpers import calls_recorded, wait_for_full_strength, worker_pids
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 
 @pytest.mark.parametrize(
     ("crasher", "args", "exitcode"),

@@ -18,6 +18,8 @@ from tests import tasks
 from tests.conftest import MakeEngine
 from tests.helpers import children_of, pid_alive, wait_until_gone, worker_pids
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 
 async def test_the_initializer_runs_once_in_each_worker(make_engine: MakeEngine) -> None:
     engine = await make_engine(workers=2, initializer=tasks.remember_init, initargs=("model",))

@@ -13,6 +13,8 @@ from tests import tasks
 from tests.conftest import MakeEngine
 from tests.helpers import wait_for_full_strength, worker_pids
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 
 async def test_a_stopped_worker_running_a_task_is_killed_and_its_task_fails(
     make_engine: MakeEngine,

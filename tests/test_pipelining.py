@@ -12,6 +12,8 @@ import hybrid
 from tests import tasks
 from tests.helpers import worker_pids
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 SLOW_S = 0.6  # the call ahead, slower than its function's estimate
 TIMEOUT_S = 0.3  # the timed call's own limit: far above its run time, below SLOW_S
 

@@ -14,6 +14,8 @@ from tests import tasks
 from tests.conftest import MakeEngine
 from tests.helpers import calls_recorded, wait_for_full_strength, worker_pids
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 
 async def test_named_pools_have_their_own_workers_and_limits(make_engine: MakeEngine) -> None:
     engine = await make_engine(

@@ -49,6 +49,10 @@ and ``hybrid_redis_client_jobs_outstanding``.
 
 from __future__ import annotations
 
+from .. import _identity  # noqa: F401  (first: one clear line if `adapters` is not ours)
+
+# isort: split
+
 import asyncio
 import os
 import time
@@ -67,7 +71,7 @@ try:
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "adapters.prometheus needs prometheus_client: pip install 'hybrid[metrics]'",
+        "adapters.prometheus needs prometheus_client: pip install 'hybrid-engine[metrics]'",
         name=exc.name,
     ) from exc
 

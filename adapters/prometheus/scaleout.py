@@ -3,7 +3,8 @@
 Stream figures come from Redis (``XPENDING``, ``XINFO GROUPS``, ``XLEN``) in
 :meth:`RedisCollector.refresh`, which the ``/metrics`` handler awaits before each scrape
 (collectors are synchronous); node and client counters are read from the objects. The
-``prefix`` label names the cluster (the ``--prefix`` its nodes share).
+``prefix`` label names the cluster (the ``--prefix`` its nodes share). Needs both extras:
+``pip install 'hybrid-engine[metrics,redis]'``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    StateSetMetricFamily,
+)
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError, ResponseError
 
@@ -140,6 +146,47 @@ class RedisCollector(Collector):
         yield by_consumer
         yield from self._node_families()
         yield from self._client_families()
+        yield from self._peer_families()
+
+    def _peer_families(self) -> Iterator[Metric]:
+        """What each local node and client knows of its peers: state, clock, beats."""
+        labels = ["prefix", "local", "peer", "role"]
+        gauges = {
+            "clock_offset_s": GaugeMetricFamily(
+                "hybrid_redis_peer_clock_offset_seconds",
+                "How far our clock runs ahead of the peer's, from its beats.", labels=labels,
+            ),
+            "transit_s": GaugeMetricFamily(
+                "hybrid_redis_peer_transit_seconds",
+                "The peer's newest beat: send to read, less the clock offset.", labels=labels,
+            ),
+            "asked_interval_s": GaugeMetricFamily(
+                "hybrid_redis_peer_heartbeat_interval_seconds",
+                "The interval our detector asks the peer to beat at.", labels=labels,
+            ),
+            "asks_of_us_s": GaugeMetricFamily(
+                "hybrid_redis_peer_asks_of_us_seconds",
+                "The interval the peer asks us to beat at.", labels=labels,
+            ),
+        }  # fmt: skip
+        state = StateSetMetricFamily(
+            "hybrid_redis_peer_state", "Our failure detector's verdict on the peer.",
+            labels=labels,
+        )  # fmt: skip
+        locals_ = [(node.name.decode(), node.peers()) for node in self.nodes]
+        locals_ += [(f"client:{c.client_id}", c.peers()) for c in self.clients]
+        for local, views in locals_:
+            for view in views:
+                key = [self.prefix, local, view.name.decode(errors="replace"), view.role]
+                for attribute, family in gauges.items():
+                    value = getattr(view, attribute)
+                    if value is not None:
+                        family.add_metric(key, value)
+                state.add_metric(
+                    key, {name: view.state == name for name in ("alive", "suspect", "dead")}
+                )
+        yield from gauges.values()
+        yield state
 
     def _node_families(self) -> Iterator[Metric]:
         labels = ["prefix", "node"]

@@ -2,15 +2,22 @@
 
 Jobs go to the cluster's job stream (``XADD``, pipelined: every job submitted in one loop
 iteration goes in one round trip); results come back on this client's own reply stream
-(``XREAD``). Each job is remembered until its result arrives: when Redis restarts and
-loses its data, every outstanding job is submitted again, so none is lost.
+(``XREAD``). Each job is remembered until its result arrives: when Redis restarts, the
+results it kept are read again and every job whose entry it lost is submitted again, so
+none is lost and none that survived runs twice.
+
+Faults surface: a refusal by Redis (out of memory, a read-only replica, a key of the wrong
+type, no permission) fails the calls it concerns with :class:`RedisFault` after a bounded
+retry, never a silent wait; nothing queued is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -30,12 +37,33 @@ from .codec import (
     Fields,
     Rejected,
     decode_result,
+    encode_cancel,
     encode_job,
     rebuild_remote_error,
+    secret_from,
 )
-from .conn import TRANSIENT_ERRORS, Backoff, Keys, connect, is_loading, server_run_id
+from .conn import (
+    TRANSIENT_ERRORS,
+    Backoff,
+    Keys,
+    connect,
+    is_loading,
+    may_pass,
+    named_refusal,
+    server_run_id,
+)
 from .dispatch import task_name
-from .liveness import beat_value
+from .errors import RedisFault
+from .liveness import (
+    PeerTable,
+    PeerView,
+    beat_value,
+    negotiated_interval,
+    peer_views,
+    redis_detector,
+)
+
+log = logging.getLogger("hybrid.redis")
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -49,10 +77,19 @@ DEFAULT_CHUNK_CALLS = 256  # calls per entry on the batched path
 DEFAULT_WINDOW_ENTRIES = 32  # entries in flight per map() on the batched path
 
 
+FLUSH_TRIES = 4  # sends of a job Redis refused for a reason that may pass (OOM, READONLY)
+DEAD_AFTER_S = 2.0  # the least silence after which this client judges a node dead
+CANCELS_KEPT = 10_000  # cancel notices kept in their stream (approximately)
+FAULT_PATIENCE_S = 10.0  # how long Redis may refuse our beats before outstanding calls fail
+
+
 @dataclass(eq=False)
 class _Outstanding:
     fields: Fields
     future: asyncio.Future[list[Any]]
+    stream: bytes  # the job stream of its queue
+    entry_id: bytes | None = None  # the job stream's id for it, once Redis took it
+    tries: int = 0  # sends Redis refused
 
 
 class RedisEngine:
@@ -71,7 +108,10 @@ class RedisEngine:
             ``secret``; every entry is HMAC-signed).
         secret: the shared HMAC key; defaults to the ``HYBRID_SECRET`` environment variable.
         chunk_calls: calls per stream entry on the batched path.
-        beat_interval_s: how often the client beats and checks whether Redis restarted.
+        beat_interval_s: how often the client beats (and checks whether Redis restarted)
+            until the nodes ask for another interval (at most 3 beats a second).
+        fault_patience_s: how long Redis may refuse this client's writes (out of memory, a
+            read-only replica) before its outstanding calls fail with :class:`RedisFault`.
     """
 
     def __init__(
@@ -84,11 +124,13 @@ class RedisEngine:
         chunk_calls: int = DEFAULT_CHUNK_CALLS,
         beat_interval_s: float = 0.5,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        fault_patience_s: float = FAULT_PATIENCE_S,
     ) -> None:
         if codec not in ("msgpack", "pickle"):
             raise ValueError(f"codec must be 'msgpack' or 'pickle', not {codec!r}")
-        secret = secret if secret is not None else os.environ.get("HYBRID_SECRET")
-        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self._secret = secret_from(
+            secret if secret is not None else os.environ.get("HYBRID_SECRET")
+        )
         self._codec = PICKLE if codec == "pickle" else MSGPACK
         if self._codec == PICKLE and not self._secret:
             raise ValueError("codec='pickle' needs a shared secret (secret= or HYBRID_SECRET)")
@@ -98,20 +140,34 @@ class RedisEngine:
         self.chunk_calls = chunk_calls
         self.beat_interval_s = beat_interval_s
         self.max_entry_bytes = max_entry_bytes
+        self.fault_patience_s = fault_patience_s
         self.counters: dict[str, int] = dict.fromkeys(
-            ("submitted", "results", "duplicate_results", "resubmitted", "restarts_seen"), 0
+            (
+                "submitted",
+                "results",
+                "duplicate_results",
+                "resubmitted",
+                "restarts_seen",
+                "cancelled",
+            ),
+            0,
         )
         self._reply_key = self.keys.reply(self.client_id)
         self._client = connect(url)
         self._outstanding: dict[bytes, _Outstanding] = {}
         self._settled: OrderedDict[bytes, None] = OrderedDict()
-        self._to_send: list[Fields] = []
+        self._to_send: list[_Outstanding] = []
+        self._cancelling: set[asyncio.Task[None]] = set()
         self._flushing: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._run_id: bytes | None = None
         self._last_read = b"0-0"
-        self._sequence = 0
         self._closed = False
+        self._fault: RedisFault | None = None  # the reply stream cannot be read: calls fail
+        self._refused_since: float | None = None  # monotonic time beats began to be refused
+        self._beaten = False  # a beat of ours has been stored
+        self._peers = PeerTable(lambda: redis_detector(beat_interval_s, DEAD_AFTER_S))
+        self._beat_every_s = negotiated_interval(beat_interval_s)  # as the nodes ask
 
     # Life cycle
 
@@ -130,6 +186,8 @@ class RedisEngine:
         if self._closed:
             return
         self._closed = True
+        if self._cancelling:  # the nodes hear of every call withdrawn before we go
+            await asyncio.gather(*self._cancelling, return_exceptions=True)
         for task in [*self._loops, *([self._flushing] if self._flushing else [])]:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -157,6 +215,8 @@ class RedisEngine:
         *args: *Ts,
         timeout: float | None = None,
         deadline: float | None = None,
+        retries: int | None = None,
+        queue: str = "",
     ) -> R:
         """Run ``fn(*args)`` on some node and return its result.
 
@@ -169,15 +229,28 @@ class RedisEngine:
                 killed and :class:`hybrid.TaskTimeout` raised.
             deadline: seconds from now by which the result must be ready; the node
                 drops the job unrun if it arrives later and cuts its run time to what is
-                left (clocks of client and node are assumed to agree).
+                left (on the client's clock: each node moves it onto its own by the
+                offset this client's beats show).
+            retries: times the job may run again after the node running it died (it is
+                delivered at most ``retries + 1`` times, then fails with
+                :class:`JobRejected`); None leaves it to the nodes' ``--max-deliveries``.
+            queue: the named queue to send it to, served by the nodes started with
+                ``hybrid worker --queue NAME``; "" is the default queue.
 
         Raises:
             The task's exception, :class:`hybrid.TaskTimeout`, :class:`hybrid.WorkerCrashed`,
-            :class:`JobRejected` (a node refused the job) or :class:`hybrid.EngineClosed`.
+            :class:`JobRejected` (a node refused the job), :class:`RedisFault` (Redis
+            refused it) or :class:`hybrid.EngineClosed`.
 
-        Cancellation: the caller stops waiting; the job may still run on a node.
+        Cancellation: the job is withdrawn: taken off the stream if no node has it yet,
+        else the node running it stops it (its worker is killed and replaced).
         """
-        (outcome,) = await self._submit(task_name(fn), [tuple(args)], timeout, deadline)
+        if retries is not None and (not isinstance(retries, int) or retries < 0):
+            raise ValueError(f"retries must be a whole number >= 0 or None, not {retries!r}")
+        (outcome,) = await self._submit(
+            task_name(fn), [tuple(args)], timeout, deadline,
+            max_deliveries=None if retries is None else retries + 1, queue=queue,
+        )  # fmt: skip
         return _value(outcome)  # type: ignore[no-any-return]
 
     async def run_batch(
@@ -247,14 +320,20 @@ class RedisEngine:
         calls: list[tuple[Any, ...]],
         timeout: float | None,
         deadline: float | None,
+        *,
+        max_deliveries: int | None = None,
+        queue: str = "",
     ) -> list[Any]:
         if self._closed:
             raise EngineClosed("the Redis engine is closed")
+        if self._fault is not None:
+            raise self._fault
         if not self._loops:
             await self.start()
-        self._sequence += 1
-        job_id = f"{self.client_id}:{self._sequence}".encode()
-        deadline_ns = None if deadline is None else time.time_ns() + int(deadline * 1e9)
+        stream = Keys(self.keys.prefix, queue).jobs
+        job_id = secrets.token_hex(16).encode()  # 128 random bits: nobody can answer it early
+        now_ns = time.time_ns()
+        deadline_ns = None if deadline is None else now_ns + int(deadline * 1e9)
         fields = encode_job(
             job_id,
             fn_name,
@@ -264,43 +343,99 @@ class RedisEngine:
             secret=self._secret,
             timeout_s=timeout,
             deadline_ns=deadline_ns,
+            sent_ns=now_ns,
+            max_deliveries=max_deliveries,
         )
         size = sum(len(k) + len(v) for k, v in fields.items())
         if size > self.max_entry_bytes:
             raise ValueError(f"job of {size} bytes exceeds max_entry_bytes={self.max_entry_bytes}")
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._outstanding[job_id] = _Outstanding(fields, future)
-        self._send(fields)
+        item = self._outstanding[job_id] = _Outstanding(fields, future, stream)
+        self._send(item)
         self.counters["submitted"] += 1
         try:
             return await future
+        except asyncio.CancelledError:
+            if not future.done() or future.cancelled():
+                self._withdraw(job_id, item)
+            raise
         finally:
             self._outstanding.pop(job_id, None)
 
-    def _send(self, fields: Fields) -> None:
-        self._to_send.append(fields)
+    def _withdraw(self, job_id: bytes, item: _Outstanding) -> None:
+        """The caller stopped waiting: take the job off the stream, or tell its node."""
+        if self._closed:  # the client is going: nothing more is sent on its connection
+            return
+        if item in self._to_send:
+            self._to_send.remove(item)
+            return
+        task = asyncio.get_running_loop().create_task(self._send_cancel(job_id, item))
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
+
+    async def _send_cancel(self, job_id: bytes, item: _Outstanding) -> None:
+        self.counters["cancelled"] += 1
+        with contextlib.suppress(*TRANSIENT_ERRORS, ResponseError):
+            async with self._client.pipeline(transaction=False) as pipe:
+                if item.entry_id is not None:  # unread: no node will ever see it
+                    pipe.xdel(item.stream, item.entry_id)
+                pipe.xadd(
+                    self.keys.cancels, encode_cancel(job_id, self._secret),  # type: ignore[arg-type]
+                    maxlen=CANCELS_KEPT, approximate=True,
+                )  # fmt: skip
+                await pipe.execute()
+
+    def _send(self, item: _Outstanding) -> None:
+        self._to_send.append(item)
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        """Send everything queued, one pipeline per round, waiting out Redis outages."""
+        """Send everything queued, one pipeline per round, waiting out Redis outages.
+
+        A job Redis refuses is sent again a few times when the refusal may pass (memory
+        freed, a failover done), then its call fails with :class:`RedisFault`; never dropped.
+        """
         backoff = Backoff()
         try:
             while self._to_send:
-                batch = self._to_send
+                batch = [item for item in self._to_send if not item.future.done()]
                 self._to_send = []
                 try:
                     async with self._client.pipeline(transaction=False) as pipe:
-                        for fields in batch:
-                            pipe.xadd(self.keys.jobs, fields)  # type: ignore[arg-type]
-                        await pipe.execute()
+                        for item in batch:
+                            pipe.xadd(item.stream, item.fields)  # type: ignore[arg-type]
+                        replies = await pipe.execute(raise_on_error=False)
                 except TRANSIENT_ERRORS:
                     self._to_send = batch + self._to_send
+                    await backoff.wait()
+                    continue
+                except Exception as exc:  # the flush must not die and strand its batch
+                    replies = [exc] * len(batch)
+                refused = self._settle_sends(batch, replies)
+                if refused:
+                    self._to_send = refused + self._to_send
                     await backoff.wait()
                 else:
                     backoff.reset()
         finally:
             self._flushing = None
+
+    def _settle_sends(self, batch: list[_Outstanding], replies: list[Any]) -> list[_Outstanding]:
+        """Note the entry ids Redis gave; fail or keep for another try what it refused."""
+        again = []
+        for item, reply in zip(batch, replies, strict=True):
+            if not isinstance(reply, BaseException):
+                item.entry_id = bytes(reply)
+                continue
+            item.tries += 1
+            if isinstance(reply, TRANSIENT_ERRORS) or (
+                may_pass(reply) and item.tries < FLUSH_TRIES
+            ):
+                again.append(item)
+            elif not item.future.done():
+                item.future.set_exception(RedisFault("take the job", named_refusal(reply)))
+        return again
 
     # Results
 
@@ -318,7 +453,8 @@ class RedisEngine:
                 continue
             except ResponseError as exc:
                 if not is_loading(exc):
-                    raise
+                    self._fail_all(RedisFault("read the results", named_refusal(exc)))
+                    return
                 await backoff.wait()
                 continue
             backoff.reset()
@@ -331,6 +467,13 @@ class RedisEngine:
                 reads_since_trim = 0
                 with contextlib.suppress(*TRANSIENT_ERRORS):
                     await self._client.xtrim(self._reply_key, minid=self._last_read)
+
+    def _fail_all(self, fault: RedisFault) -> None:
+        """The reply stream cannot be read: fail every call now, and every later one."""
+        self._fault = fault
+        for item in self._outstanding.values():
+            if not item.future.done():
+                item.future.set_exception(fault)
 
     def _take(self, fields: dict[bytes, bytes]) -> None:
         try:
@@ -355,35 +498,104 @@ class RedisEngine:
         return f"client:{self.client_id}".encode()
 
     async def _beat_loop(self) -> None:
+        beaten_at = time.monotonic()
         while not self._closed:
-            await asyncio.sleep(self.beat_interval_s)
+            # On a schedule, not sleep-then-work: the beats keep the interval asked of us.
+            await asyncio.sleep(max(0.0, beaten_at + self._beat_every_s - time.monotonic()))
+            beaten_at = time.monotonic()
             try:
                 await self._beat()
             except TRANSIENT_ERRORS:
                 continue
             except ResponseError as exc:
                 if not is_loading(exc):
-                    raise
+                    self._beat_refused(exc)
+            else:
+                self._refused_since = None
+
+    def _beat_refused(self, exc: ResponseError) -> None:
+        """Redis refuses writes (out of memory, read-only): past our patience, calls fail,
+        since no node can store their results either."""
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+            log.warning("Redis refuses this client's beats: %s", named_refusal(exc))
+        elif now - self._refused_since >= self.fault_patience_s:
+            fault = RedisFault("store beats and results", named_refusal(exc))
+            for item in list(self._outstanding.values()):
+                if not item.future.done():
+                    item.future.set_exception(fault)
 
     async def _beat(self) -> None:
-        value = beat_value(time.time_ns(), self.beat_interval_s, "client")
+        value = beat_value(
+            time.time_ns(), self._beat_every_s, "client", self._secret, self._beat_name,
+            self._peers.asks(roles=("node",)),
+        )  # fmt: skip
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.hset(self.keys.beats, self._beat_name, msgpack.packb(value))
             pipe.pexpire(self._reply_key, REPLY_TTL_MS)
-            await pipe.execute()
+            pipe.hgetall(self.keys.beats)
+            new_beat, _, raw = await pipe.execute()
+        self._judge_nodes(raw)
+        beaten_before, self._beaten = self._beaten, True
         run_id = await server_run_id(self._client)
         if run_id != self._run_id:
             self._run_id = run_id
-            self._resubmit_all()
+            self.counters["restarts_seen"] += 1
+            await self._recover_after_restart()
+        elif new_beat and beaten_before:
+            # Our beat was gone: a node judged us gone (we were paused) and removed our
+            # reply stream with it. Take what is left and send again what was lost.
+            await self._recover_after_restart()
 
-    def _resubmit_all(self) -> None:
-        """Redis restarted and may have lost every entry: send each outstanding job again."""
-        self.counters["restarts_seen"] += 1
-        self._last_read = b"0-0"
-        for item in self._outstanding.values():
-            if not item.future.done():
+    def _judge_nodes(self, raw: dict[bytes, bytes]) -> None:
+        """Feed every node's beat to its detector; beat at what the nodes ask of us."""
+        beats: dict[bytes, Any] = {}
+        for name, packed in raw.items():
+            with contextlib.suppress(Exception):
+                beat = msgpack.unpackb(packed)
+                if isinstance(beat, list) and len(beat) > 2 and beat[2] == "node":
+                    beats[bytes(name)] = beat
+        self._peers.update(beats, time.time(), self._secret)
+        for name in [name for name in self._peers.peers if name not in beats]:
+            self._peers.forget(name)
+        self._beat_every_s = self._peers.asked_of(self._beat_name, self.beat_interval_s)
+
+    def peers(self) -> list[PeerView]:
+        """Every node this client judges: state, clock offset, last transit, the interval
+        asked of it and the interval it asks of this client."""
+        return peer_views(self._peers, self._beat_name, time.time())
+
+    async def _recover_after_restart(self) -> None:
+        """Redis restarted: take the results it kept, resend only the jobs it lost.
+
+        With persistence on, the job stream, its pending list and the reply stream survive
+        a restart (a job's result and its acknowledgement are written together), so a job
+        whose entry is still in the stream, or whose result is, must not run again.
+        """
+        kept: Any = await self._client.xrange(self._reply_key, min="-", max="+")
+        for entry_id, fields in kept:
+            self._last_read = max(self._last_read, entry_id, key=_stream_order)
+            self._take(fields)
+        waiting = [
+            (item, item.entry_id)
+            for item in self._outstanding.values()
+            if not item.future.done() and item.entry_id is not None
+        ]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for item, entry_id in waiting:
+                pipe.xrange(item.stream, min=entry_id, max=entry_id)
+            found = await pipe.execute()
+        for (item, _), entries in zip(waiting, found, strict=True):
+            if not entries and not item.future.done():
                 self.counters["resubmitted"] += 1
-                self._send(item.fields)
+                item.entry_id = None
+                self._send(item)
+
+
+def _stream_order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _value(outcome: Any) -> Any:

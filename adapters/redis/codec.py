@@ -41,11 +41,27 @@ Fields = dict[bytes, bytes]
 
 
 class Rejected(Exception):
-    """An entry that must not be run: the reason goes to the dead-letter stream."""
+    """An entry that must not be run: the reason goes to the dead-letter stream.
 
-    def __init__(self, reason: str) -> None:
+    ``trusted`` is False when the entry failed its signature: its reply key and job id
+    are then the word of whoever wrote it, and nobody is told of the rejection.
+    """
+
+    def __init__(self, reason: str, *, trusted: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.trusted = trusted
+
+
+def secret_from(value: bytes | str | None) -> bytes | None:
+    """The HMAC key as bytes; an empty one is an error (it would sign with no key at all)."""
+    if value is None:
+        return None
+    if not value:
+        raise ValueError(
+            "HYBRID_SECRET (or secret=) is set but empty: give a long random key, or unset it"
+        )
+    return value.encode() if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,8 @@ class Job:
     deadline_ns: int | None
     earlier_deliveries: int
     fields: Fields
+    sent_ns: int | None = None  # the client's wall clock when it sent the job
+    max_deliveries: int | None = None  # the caller's own limit (retries + 1), if it set one
 
 
 def sign(fields: Mapping[bytes, bytes], secret: bytes) -> bytes:
@@ -83,12 +101,12 @@ def check_signature(fields: Mapping[bytes, bytes], secret: bytes | None, require
     signature = fields.get(SIGNATURE_FIELD)
     if signature is None:
         if required:
-            raise Rejected("unsigned")
+            raise Rejected("unsigned", trusted=False)
         return
     if secret is None:
-        raise Rejected("signed, but this node has no HYBRID_SECRET to check it")
+        raise Rejected("signed, but this node has no HYBRID_SECRET to check it", trusted=False)
     if not hmac.compare_digest(signature, sign(fields, secret)):
-        raise Rejected("bad signature (tampered, or signed with another key)")
+        raise Rejected("bad signature (tampered, or signed with another key)", trusted=False)
 
 
 def encode_job(
@@ -102,6 +120,8 @@ def encode_job(
     timeout_s: float | None,
     deadline_ns: int | None,
     earlier_deliveries: int = 0,
+    sent_ns: int | None = None,
+    max_deliveries: int | None = None,
 ) -> Fields:
     """The stream fields of a job; pickle needs ``secret`` and is always signed."""
     fields: Fields = {
@@ -116,6 +136,10 @@ def encode_job(
         fields[b"t"] = repr(float(timeout_s)).encode()
     if deadline_ns is not None:
         fields[b"d"] = str(deadline_ns).encode()
+    if sent_ns is not None:
+        fields[b"w"] = str(sent_ns).encode()
+    if max_deliveries is not None:
+        fields[b"m"] = str(max_deliveries).encode()
     if earlier_deliveries:
         fields[HANDBACKS_FIELD] = str(earlier_deliveries).encode()
     return with_signature(fields, codec, secret)
@@ -165,6 +189,11 @@ def _job_from(fields: Mapping[bytes, bytes], codec: bytes, reply_prefix: bytes) 
         raise Rejected("malformed: arguments must be a list of argument lists")
     timeout = fields.get(b"t")
     deadline = fields.get(b"d")
+    sent = fields.get(b"w")
+    limit = fields.get(b"m")
+    earlier = int(fields.get(HANDBACKS_FIELD, b"0"))
+    if earlier < 0:
+        raise Rejected(f"malformed: hand-back count {earlier} < 0")
     return Job(
         job_id=fields[b"j"],
         fn_name=fields[b"f"].decode(),
@@ -173,8 +202,10 @@ def _job_from(fields: Mapping[bytes, bytes], codec: bytes, reply_prefix: bytes) 
         reply_key=reply_key,
         timeout_s=None if timeout is None else float(timeout),
         deadline_ns=None if deadline is None else int(deadline),
-        earlier_deliveries=int(fields.get(HANDBACKS_FIELD, b"0")),
+        earlier_deliveries=earlier,
         fields=dict(fields),
+        sent_ns=None if sent is None else int(sent),
+        max_deliveries=None if limit is None else max(1, int(limit)),
     )
 
 
@@ -269,7 +300,8 @@ def decode_result(fields: Mapping[bytes, bytes], secret: bytes | None) -> tuple[
     codec = fields.get(b"c")
     if fields.get(b"v") != FORMAT_VERSION or codec not in (MSGPACK, PICKLE):
         raise Rejected("unknown result format")
-    check_signature(fields, secret, required=codec == PICKLE)
+    # With a key, an unsigned result is anyone's: a forgery would settle the call early.
+    check_signature(fields, secret, required=codec == PICKLE or secret is not None)
     outcomes = load_payload(fields[b"o"], codec)
     if not isinstance(outcomes, list):
         raise Rejected("malformed result")
@@ -314,3 +346,17 @@ def _local_exception(described: Mapping[str, Any]) -> BaseException:
         except Exception:
             pass
     return RemoteError(f"the task raised {qualname or 'an exception'}: {message}")
+
+
+def encode_cancel(job_id: bytes, secret: bytes | None) -> Fields:
+    """A notice that a job's caller stopped waiting: nodes stop its calls."""
+    fields: Fields = {b"v": FORMAT_VERSION, b"j": job_id, b"c": MSGPACK}
+    return with_signature(fields, MSGPACK, secret)
+
+
+def decode_cancel(fields: Mapping[bytes, bytes], secret: bytes | None) -> bytes:
+    """The job id of a cancel notice, or :class:`Rejected` (with a secret, it must verify)."""
+    if fields.get(b"v") != FORMAT_VERSION or b"j" not in fields:
+        raise Rejected("malformed cancel")
+    check_signature(fields, secret, required=secret is not None)
+    return fields[b"j"]

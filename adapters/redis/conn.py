@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    BusyLoadingError,
     ConnectionError as RedisConnectionError,
+    MasterDownError,
     NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     ResponseError,
     TimeoutError as RedisTimeoutError,
+    TryAgainError,
 )
 
 T = TypeVar("T")
@@ -29,6 +36,7 @@ KEEPALIVE_COUNT = 3
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 GROUP = b"workers"
+QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # Redis being unreachable or restarting, as opposed to a wrong command.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -57,6 +65,50 @@ def describe_refusal(exc: BaseException) -> str:
     return inner.strip("(),'\"") if wrapped else text
 
 
+def redact(url: str) -> str:
+    """The URL with its password (and user name) replaced, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+# Refusals that may pass once Redis frees memory, finishes loading, or fails over.
+PASSING_REFUSALS = ("OOM", "LOADING", "READONLY", "BUSY", "MASTERDOWN", "TRYAGAIN")
+# redis-py turns these codes into exception classes and drops the code from the message.
+_CODES: dict[type[BaseException], str] = {
+    OutOfMemoryError: "OOM",
+    ReadOnlyError: "READONLY",
+    NoPermissionError: "NOPERM",
+    BusyLoadingError: "LOADING",
+    TryAgainError: "TRYAGAIN",
+    MasterDownError: "MASTERDOWN",
+}
+
+
+def refusal_code(exc: BaseException) -> str:
+    """The Redis error code of a refusal (``OOM``, ``WRONGTYPE``...), or ``""``."""
+    for kind, code in _CODES.items():
+        if isinstance(exc, kind):
+            return code
+    first = describe_refusal(exc).split(" ", 1)[0]
+    return first if first.isupper() else ""
+
+
+def may_pass(exc: BaseException) -> bool:
+    """Whether Redis refused for a reason that may pass (worth a bounded retry)."""
+    return refusal_code(exc) in PASSING_REFUSALS
+
+
+def named_refusal(exc: BaseException) -> str:
+    """The server's words, led by the error code (``"OOM command not allowed..."``)."""
+    text, code = describe_refusal(exc), refusal_code(exc)
+    return text if not code or text.startswith(code) else f"{code} {text}"
+
+
 def is_loading(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("LOADING")
 
@@ -66,13 +118,25 @@ class Keys:
     """Every key of one cluster, sharing a hash tag so scripts may touch them together."""
 
     prefix: str
+    queue: str = ""  # a named queue (``hybrid worker --queue parse``); "" is the default one
+
+    def __post_init__(self) -> None:
+        if self.queue and not QUEUE_NAME.fullmatch(self.queue):
+            raise ValueError(
+                f"a queue name is letters, digits, '.', '_' or '-', not {self.queue!r}"
+            )
 
     def _key(self, name: str) -> bytes:
         return f"{{{self.prefix}}}:{name}".encode()
 
     @property
     def jobs(self) -> bytes:
-        return self._key("jobs")
+        return self._key(f"jobs:{self.queue}" if self.queue else "jobs")
+
+    @property
+    def cancels(self) -> bytes:
+        """Where clients say a job's caller stopped waiting (every node reads it)."""
+        return self._key("cancels")
 
     @property
     def dead(self) -> bytes:
@@ -88,6 +152,10 @@ class Keys:
 
     def reply(self, client_id: str) -> bytes:
         return self.reply_prefix + client_id.encode()
+
+    def seen(self, bucket: int) -> bytes:
+        """The replay-protection hash of one time bucket."""
+        return self._key(f"seen:{bucket}")
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:

@@ -56,6 +56,7 @@ class InFlight:
     remaining: int = 0
     renewed_at_s: float = 0.0
     lease_lost: bool = False
+    store_refused: bool = False  # Redis refused its result once: it is being tried again
 
     def __post_init__(self) -> None:
         self.outcomes = [None] * len(self.job.calls)
@@ -74,20 +75,26 @@ class Dispatcher:
         engine: hybrid.Engine,
         registry: dict[str, Callable[..., Any]],
         on_done: Callable[[InFlight], None],
+        wall_ns: Callable[[], int] = time.time_ns,
+        client_offset_ns: Callable[[Job], int] = lambda job: 0,
     ) -> None:
         self._engine = engine
         self._registry = registry
         self._on_done = on_done
+        self._wall_ns = wall_ns
+        self._client_offset_ns = client_offset_ns
         # engine task -> the calls it carries
         self._running: dict[TaskHandle[BatchResults[Any]], list[Slot]] = {}
 
     async def dispatch(self, jobs: list[InFlight]) -> None:
         """Submit the jobs' calls; expired deadlines settle at once without running."""
         packable: dict[str, list[Slot]] = {}
-        now_ns = time.time_ns()
+        now_ns = self._wall_ns()
         for item in jobs:
             job = item.job
-            budget_s = _budget_s(job, now_ns)
+            # The deadline is on the client's clock: moved onto ours by the offset its
+            # beats show, so a node whose clock is off drops only jobs really late.
+            budget_s = _budget_s(job, now_ns - self._client_offset_ns(job))
             if budget_s is not None and budget_s <= 0:
                 self._settle_all(item, TaskTimeout(job.fn_name, job.timeout_s or 0.0))
                 continue
@@ -107,7 +114,7 @@ class Dispatcher:
         fn = self._registry[fn_name]
         calls = [item.job.calls[index] for item, index in slots]
         try:
-            handle = await self._engine.submit_batch(fn, calls, timeout=timeout_s)
+            handle = await self._engine.submit_batch(fn, calls, timeout=timeout_s, kill=True)
         except Exception as exc:
             for item, index in slots:
                 self._settle(item, index, [0, describe_error(exc)])
@@ -115,20 +122,31 @@ class Dispatcher:
         self._running[handle] = slots
         handle.add_done_callback(lambda done: self._collect(done, slots))
 
-    def abandon(self, lost_entry_ids: set[bytes]) -> int:
-        """Cancel local tasks whose every call belongs to an entry this node no longer owns.
+    def abandon(self, lost_entry_ids: set[bytes]) -> list[tuple[bytes, int]]:
+        """Stop the local work of entries this node no longer owns, running calls included.
 
-        Another node runs those jobs now; finishing them here would only waste the CPU
-        (their results would be dropped anyway). Returns how many tasks were cancelled.
+        Another node runs those jobs now; finishing them here would run their side effects
+        twice (their results would be dropped anyway). Returns ``(job id, calls stopped)``
+        for each job whose work was stopped here.
         """
-        doomed = [
-            handle
-            for handle, slots in self._running.items()
-            if all(item.entry_id in lost_entry_ids for item, _ in slots)
-        ]
-        for handle in doomed:
-            handle.cancel()
-        return len(doomed)
+        stopped: dict[bytes, int] = {}
+        for handle, slots in list(self._running.items()):
+            lost = [item for item, _ in slots if item.entry_id in lost_entry_ids]
+            if len(lost) == len(slots):  # a task shared with jobs still owned finishes
+                handle.cancel()
+                for item in lost:
+                    stopped[item.job.job_id] = stopped.get(item.job.job_id, 0) + 1
+        return list(stopped.items())
+
+    def cancel_job(self, job_id: bytes) -> int:
+        """Stop the local calls of one job (its caller stopped waiting); returns how many
+        tasks were cancelled. A task shared with other jobs finishes."""
+        stopped = 0
+        for handle, slots in list(self._running.items()):
+            if all(item.job.job_id == job_id for item, _ in slots):
+                handle.cancel()
+                stopped += 1
+        return stopped
 
     def _collect(self, handle: TaskHandle[BatchResults[Any]], slots: list[Slot]) -> None:
         self._running.pop(handle, None)

@@ -34,30 +34,38 @@ return #ARGV - 4
 """
 
 # Store each result in its reply stream and ack its job, only while this node owns it.
+# A result Redis refuses to store (out of memory, a reply key of the wrong type) leaves its
+# job pending, unacknowledged: the node keeps it and tries again; nothing is acked unanswered.
 # KEYS[1] jobs; ARGV: group, me, reply_ttl_ms, ackdel, then per result:
 # entry id, reply key, job id, codec, outcomes, signature ('' when unsigned).
+# Returns {lost, {entry id, error, ...}}.
 FINISH = """
 local jobs, group, me, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
-local lost = 0
+local lost, failed = 0, {}
 for i = 5, #ARGV, 6 do
   local id, reply = ARGV[i], ARGV[i + 1]
   local ok, p = pcall(redis.call, 'XPENDING', jobs, group, id, id, 1)
   if ok and p[1] and p[1][2] == me then
-    local added
+    local added, err
     if ARGV[i + 5] == '' then
-      added = pcall(redis.call, 'XADD', reply, '*', 'v', '1', 'j', ARGV[i + 2],
+      added, err = pcall(redis.call, 'XADD', reply, '*', 'v', '1', 'j', ARGV[i + 2],
         'c', ARGV[i + 3], 'o', ARGV[i + 4])
     else
-      added = pcall(redis.call, 'XADD', reply, '*', 'v', '1', 'j', ARGV[i + 2],
+      added, err = pcall(redis.call, 'XADD', reply, '*', 'v', '1', 'j', ARGV[i + 2],
         'c', ARGV[i + 3], 'o', ARGV[i + 4], 's', ARGV[i + 5])
     end
-    if added and redis.call('PTTL', reply) < 0 then redis.call('PEXPIRE', reply, ttl) end
-    ack(id)
+    if added then
+      if redis.call('PTTL', reply) < 0 then redis.call('PEXPIRE', reply, ttl) end
+      ack(id)
+    else
+      table.insert(failed, id)
+      table.insert(failed, tostring(err and err.err or err))
+    end
   else
     lost = lost + 1
   end
 end
-return lost
+return {lost, failed}
 """
 
 # Reset the idle time of entries this node still owns (JUSTID: delivery counts unchanged).
@@ -124,18 +132,23 @@ for i = 5, #ARGV do
   if p[1] and p[1][2] == me then
     local e = redis.call('XRANGE', jobs, ARGV[i], ARGV[i])
     if e[1] then
-      local fields, earlier = {}, 0
+      local fields, earlier, job = {}, 0, nil
       for k = 1, #e[1][2], 2 do
         if e[1][2][k] == 'n' then
           earlier = tonumber(e[1][2][k + 1]) or 0
         else
+          if e[1][2][k] == 'j' then job = e[1][2][k + 1] end
           table.insert(fields, e[1][2][k])
           table.insert(fields, e[1][2][k + 1])
         end
       end
       table.insert(fields, 'n')
       table.insert(fields, tostring(earlier + p[1][4]))
-      redis.call('XADD', jobs, '*', unpack(fields))
+      local new_id = redis.call('XADD', jobs, '*', unpack(fields))
+      if KEYS[2] and job then  -- the job lives on in the new entry: not a replay
+        redis.call('HSET', KEYS[2], job, new_id)
+        redis.call('HDEL', KEYS[3], job)
+      end
       handed = handed + 1
     end
     ack(ARGV[i])
@@ -173,6 +186,26 @@ return redis.call('XTRIM', KEYS[1], 'MINID', '=', below, 'ACKED')
 """
 
 
+# Replay protection: remember each signed job id with the entry that carries it, for the
+# replay window, in two hashes by time bucket (this window's and the last one's, so memory
+# stays bounded). The same entry seen again (a redelivery, a claim) is fine; another entry
+# with a job id already seen is a replay. KEYS[1] this bucket, KEYS[2] the last one;
+# ARGV: bucket lifetime ms, then job id, entry id pairs. Returns the job ids replayed.
+SEEN = """
+local replays = {}
+for i = 2, #ARGV, 2 do
+  local known = redis.call('HGET', KEYS[1], ARGV[i]) or redis.call('HGET', KEYS[2], ARGV[i])
+  if not known then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  elseif known ~= ARGV[i + 1] then
+    table.insert(replays, ARGV[i])
+  end
+end
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return replays
+"""
+
+
 class Scripts:
     """The scripts registered on one client (EVALSHA, loaded again after a restart)."""
 
@@ -184,6 +217,7 @@ class Scripts:
         self.autoclaim = client.register_script(AUTOCLAIM)
         self.hand_back = client.register_script(ACK + HAND_BACK)
         self.trim_acked = client.register_script(TRIM_ACKED)
+        self.seen = client.register_script(SEEN)
 
 
 def taken_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes] | None, int]]:

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import hybrid
+
 from .urls import InvalidUrl, Scope, normalise
 
 DEFAULT_DB = "crawl.sqlite"
@@ -62,12 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
         "worker processes, results in SQLite. Run the same command again to resume.",
     )
     add = parser.add_argument
+    add(
+        "-V",
+        "--version",
+        action="version",
+        version=f"hybrid-engine {hybrid.__version__}",
+        help="print the name and version of the hybrid it runs on, then exit",
+    )
     add("seeds", nargs="*", metavar="URL", help="start URLs")
     add("--seeds-file", type=Path, help="a file of start URLs, one per line")
     add("--demo", action="store_true", help="crawl a local synthetic site (no network needed)")
     add("--demo-pages", type=int, default=500, help="pages of the demo site (default 500)")
-    add("--demo-port", type=int, default=DEFAULT_DEMO_PORT, help="port of the demo site")
-    add("--demo-delay-ms", type=float, default=5.0, help="demo server delay per page")
+    add(
+        "--demo-port",
+        type=int,
+        default=DEFAULT_DEMO_PORT,
+        help="port of the demo site (default: %(default)s)",
+    )
+    add(
+        "--demo-delay-ms",
+        type=float,
+        default=5.0,
+        help="demo server delay per page, in ms (default: %(default)s)",
+    )
     add("--db", type=Path, default=Path(DEFAULT_DB), help=f"SQLite file (default {DEFAULT_DB})")
     add("--max-depth", type=int, help="links followed from a seed at most")
     add("--max-pages", type=int, help="URLs crawled at most (all runs of this db together)")
@@ -85,10 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--allow", action="append", default=[], metavar="REGEX", help="follow only matches")
     add("--deny", action="append", default=[], metavar="REGEX", help="never follow matches")
     add("--hook", metavar="MODULE:FUNCTION", help="extraction hook run in the workers")
-    add("--user-agent", default="hybrid-crawler/0.1", help="User-Agent header")
+    add(
+        "--user-agent",
+        default="hybrid-crawler/0.1",
+        help="User-Agent header (default: %(default)s)",
+    )
     add("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     add("--retries", type=int, default=2, help="retries of transient failures (default 2)")
-    add("--max-body-bytes", type=int, default=5 * 1024 * 1024, help="bodies past this fail")
+    add(
+        "--max-body-bytes",
+        type=int,
+        default=5 * 1024 * 1024,
+        help="bodies past this many bytes fail (default: %(default)s)",
+    )
     add("--ignore-robots", action="store_true", help="do not read robots.txt")
     add("--window", type=int, default=2000, help="queued URLs held in memory (default 2000)")
     add("--export", choices=("jsonl", "csv"), help="write the pages out at the end")
@@ -96,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--proxy", help="proxy URL for every request")
     add("--header", action="append", default=[], metavar="NAME:VALUE", help="extra header")
     add("--redis", metavar="URL", help="share the frontier with other crawlers through Redis")
-    add("--redis-prefix", default="hybrid:crawl", help="prefix of the Redis keys")
+    add(
+        "--redis-prefix",
+        default="hybrid:crawl",
+        help="prefix of the Redis keys (default: %(default)s)",
+    )
     add("--stats-json", type=Path, help="write the final statistics to this file")
     return parser
 

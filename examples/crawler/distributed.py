@@ -10,10 +10,14 @@ Completing a URL is one script too: it records the result, queues the new links 
 acknowledges the entry, but only if this crawler still owns the entry; so each URL gets
 one result even when its entry was taken over.
 
-A crawler keeps the entries it holds alive by re-claiming them every second; entries of
-a crawler that died stay idle, and after :data:`TAKEOVER_IDLE_S` another crawler takes
-them with ``XAUTOCLAIM``. The crawl is over when nothing is pending and nothing is
-unread. Each process also writes the pages it completed to its own ``--db``.
+Each crawler beats into ``:crawlers`` (its send time, signed like a worker node's beat)
+and judges the others with the failure detector the worker nodes use: the URLs of a
+crawler judged dead are taken over at once (a killed crawler is noticed in about a
+second), not after a fixed idle time. The entries it holds are renewed as a lease, so
+entries of a consumer that never beat are taken once idle past :data:`ORPHAN_LEASE_S`.
+A page is committed to the crawler's own ``--db`` before Redis is told it is done, so a
+crash between the two never loses it (at worst it is fetched again by another crawler).
+The crawl is over when nothing is pending and nothing is unread.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import asyncio
 import contextlib
 import os
 import socket
+import sys
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from adapters.redis import PeerTable, beat_value, redact, redis_detector
 from adapters.sqlite import SqliteStore, Write
 
 from .cli import Config
@@ -37,9 +45,11 @@ from .frontier import INSERT_OUTCOME, INSERT_PAGE, Job, Outcome
 from .recent import RecentSet
 
 GROUP = "crawlers"
-TAKEOVER_IDLE_S = 3.0  # an entry idle this long belongs to a dead crawler
+ORPHAN_LEASE_S = 30.0  # an entry idle this long, held by a crawler that never beat, is taken
+BEAT_INTERVAL_S = 1 / 3  # how often a crawler beats and judges the others, until asked
+DEAD_AFTER_S = 0.8  # the least silence after which a crawler may be judged dead
 SEEN_CACHE_URLS = 100_000  # recently queued URLs kept to skip a round trip for each
-KEEPALIVE_INTERVAL_S = 1.0  # how often a crawler re-claims the entries it holds
+LEASE_RENEW_S = 1.0  # how often a crawler renews the entries it holds
 READ_BLOCK_MS = 200
 IDLE_CHECKS_TO_FINISH = 3  # consecutive empty checks before the crawl is declared over
 
@@ -78,6 +88,9 @@ class RedisFrontier:
         self.stopping = False
         prefix = config.redis_prefix
         self.keys = (f"{prefix}:stream", f"{prefix}:seen", f"{prefix}:results")
+        self._beats_key = f"{prefix}:crawlers"
+        self._peers = PeerTable(lambda: redis_detector(BEAT_INTERVAL_S, DEAD_AFTER_S))
+        self._beat_every_s = BEAT_INTERVAL_S  # until the other crawlers ask for another
         self._handed_out_key = f"{prefix}:handed-out"
         self._max_pages = config.max_pages
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -104,7 +117,8 @@ class RedisFrontier:
                 await client.xgroup_create(frontier.keys[0], GROUP, id="0", mkstream=True)
         except RedisError as exc:
             await client.aclose()
-            raise SystemExit(f"error: cannot use Redis at {config.redis_url}: {exc}") from None
+            where = redact(config.redis_url)
+            raise SystemExit(f"error: cannot use Redis at {where}: {exc}") from None
         await frontier._add(keys=frontier.keys[:2], args=[0, *config.seeds])
         frontier._keepalive = asyncio.create_task(frontier._keep_alive())
         return frontier
@@ -159,21 +173,21 @@ class RedisFrontier:
     async def _complete_one(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None:
         depth = links[0][1] if links else job.depth + 1
         try:
-            owned = await self._complete(
+            # Locally first: a crash after Redis heard "done" must not lose the page.
+            writes = [
+                Write(
+                    INSERT_OUTCOME,
+                    [(job.url, job.depth, outcome.state, outcome.status, outcome.reason)],
+                )
+            ]
+            if outcome.page is not None:
+                writes.append(Write(INSERT_PAGE, [outcome.page]))
+            await self.store.write(writes)
+            await self._complete(
                 keys=self.keys,
                 args=[GROUP, self.consumer, job.key, job.url, outcome.state, depth]
                 + [url for url, _ in links],
             )
-            if owned:
-                writes = [
-                    Write(
-                        INSERT_OUTCOME,
-                        [(job.url, job.depth, outcome.state, outcome.status, outcome.reason)],
-                    )
-                ]
-                if outcome.page is not None:
-                    writes.append(Write(INSERT_PAGE, [outcome.page]))
-                await self.store.write(writes)
         finally:
             self._held.discard(job.key)
             self._in_flight -= 1
@@ -187,7 +201,7 @@ class RedisFrontier:
         room = self._window_size
         stream = self.keys[0]
         _, claimed, *_ = await self.client.xautoclaim(
-            stream, GROUP, self.consumer, int(TAKEOVER_IDLE_S * 1000), "0-0", count=room
+            stream, GROUP, self.consumer, int(ORPHAN_LEASE_S * 1000), "0-0", count=room
         )
         entries = list(claimed)
         if not entries:
@@ -214,8 +228,56 @@ class RedisFrontier:
         return self._idle_checks >= IDLE_CHECKS_TO_FINISH
 
     async def _keep_alive(self) -> None:
+        """Beat, judge the other crawlers, take over the dead ones' URLs, renew leases."""
+        renewed_at = time.monotonic()
         while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL_S)
-            held: list[Any] = list(self._held)
-            if held:
-                await self.client.xclaim(self.keys[0], GROUP, self.consumer, 0, held, justid=True)
+            await asyncio.sleep(self._beat_every_s)
+            with contextlib.suppress(RedisError):
+                await self._beat_and_judge()
+                if time.monotonic() - renewed_at >= LEASE_RENEW_S:
+                    renewed_at = time.monotonic()
+                    held: list[Any] = list(self._held)
+                    if held:
+                        await self.client.xclaim(
+                            self.keys[0], GROUP, self.consumer, 0, held, justid=True
+                        )
+
+    async def _beat_and_judge(self) -> None:
+        me = self.consumer.encode()
+        beat = beat_value(
+            time.time_ns(), self._beat_every_s, "crawler", None, me, self._peers.asks()
+        )
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(self._beats_key, self.consumer, msgpack.packb(beat))
+            pipe.hgetall(self._beats_key)
+            _, raw = await pipe.execute()
+        beats = {}
+        for name, value in raw.items():
+            with contextlib.suppress(Exception):
+                beats[bytes(name)] = msgpack.unpackb(value)
+        beats.pop(self.consumer.encode(), None)
+        now_s = time.time()
+        self._peers.update(beats, now_s)
+        for dead in self._peers.dead(now_s, role="crawler"):
+            await self._take_over(dead)
+        self._beat_every_s = self._peers.asked_of(me, BEAT_INTERVAL_S)
+
+    async def _take_over(self, dead: bytes) -> None:
+        """Claim every URL a crawler judged dead still held, and forget it."""
+        rows: Any = await self.client.xpending_range(
+            self.keys[0], GROUP, min="-", max="+", count=10_000, consumername=dead
+        )
+        ids = [row["message_id"] for row in rows]
+        if ids:
+            await self.client.xclaim(self.keys[0], GROUP, self.consumer, 0, ids, justid=True)
+            taken: Any = [await self.client.xrange(self.keys[0], i, i) for i in ids]
+            for entries in taken:
+                for entry_id, fields in entries:
+                    key = entry_id.decode()
+                    self._held.add(key)
+                    self._window.append(Job(key, fields[b"url"].decode(), int(fields[b"depth"])))
+        print(f"crawler {dead.decode()} is dead: took over {len(ids)} URLs", file=sys.stderr)
+        await self.client.hdel(self._beats_key, dead)
+        self._peers.forget(dead)
+        with contextlib.suppress(RedisError):
+            await self.client.xgroup_delconsumer(self.keys[0], GROUP, dead.decode())

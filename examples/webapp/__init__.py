@@ -9,6 +9,22 @@ that on a busy machine the process answering requests is scheduled first.
 shows them live.
 """
 
-from .app import build_app
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import build_app
 
 __all__ = ["build_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # A worker unpickles examples.webapp.work.crunch, which imports this package first: the
+    # web stack (aiohttp, the app) loads only where it is asked for, never in a worker, where
+    # its import (a third of a second, seconds on a loaded host) ran inside the call's timeout.
+    if name == "build_app":
+        from .app import build_app
+
+        return build_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import math
 import mmap
 import os
 import pickle
@@ -31,7 +32,14 @@ HALF_DATA_BYTES = 1 << 20  # result records one half holds; a batch stops early 
 _HEARTBEAT = struct.Struct("<QQQ")  # beat count, wall clock ns, monotonic ns
 _BEAT_INTERVAL = struct.Struct("<Q")  # the interval the parent wants beats at, in ns
 _BEAT_INTERVAL_OFFSET = _HEARTBEAT.size
+# Progress the running call reported (hybrid.report_progress): a sequence number, odd while
+# the worker writes (the parent skips a torn read), then call id, done and total (NaN: None).
+_PROGRESS_SEQ = struct.Struct("<I")
+_PROGRESS = struct.Struct("<qdd")
+_PROGRESS_SEQ_OFFSET = _BEAT_INTERVAL_OFFSET + _BEAT_INTERVAL.size
+_PROGRESS_OFFSET = _PROGRESS_SEQ_OFFSET + _PROGRESS_SEQ.size
 _HEARTBEAT_BYTES = 64
+assert _PROGRESS_OFFSET + _PROGRESS.size <= _HEARTBEAT_BYTES
 # A half: header, skip flags (parent), record kinds, numbers, and a data stream.
 # The header holds the records written and whether the batch started. Each call leaves
 # one record, so the call running is the one after the last record.
@@ -78,6 +86,7 @@ class ResultArea:
         finally:
             os.close(fd)
         self.path = path
+        self.progress_seen = 0  # the parent's last progress sequence number handed on
 
     @classmethod
     def create(cls) -> ResultArea:
@@ -110,6 +119,13 @@ class ResultArea:
     def writer(self, parity: int) -> HalfWriter:
         """A fast appender for one batch in a half the parent has just reset."""
         return HalfWriter(self._map, _half_offset(parity))
+
+    def report_progress(self, call_id: int, done: float, total: float | None) -> None:
+        (seq,) = _PROGRESS_SEQ.unpack_from(self._map, _PROGRESS_SEQ_OFFSET)
+        _PROGRESS_SEQ.pack_into(self._map, _PROGRESS_SEQ_OFFSET, (seq + 1) & 0xFFFFFFFF)
+        total_value = math.nan if total is None else total
+        _PROGRESS.pack_into(self._map, _PROGRESS_OFFSET, call_id, done, total_value)
+        _PROGRESS_SEQ.pack_into(self._map, _PROGRESS_SEQ_OFFSET, (seq + 2) & 0xFFFFFFFF)
 
     def beat(self, count: int, wall_ns: int, monotonic_ns: int) -> None:
         _HEARTBEAT.pack_into(self._map, 0, count, wall_ns, monotonic_ns)
@@ -145,6 +161,15 @@ class ResultArea:
 
     def ask_beat_interval(self, interval_s: float) -> None:
         _BEAT_INTERVAL.pack_into(self._map, _BEAT_INTERVAL_OFFSET, int(interval_s * 1e9))
+
+    def progress_report(self) -> tuple[int, int, float, float | None] | None:
+        """``(sequence, call id, done, total)`` last reported; None if none, or mid-write."""
+        (seq,) = _PROGRESS_SEQ.unpack_from(self._map, _PROGRESS_SEQ_OFFSET)
+        call_id, done, total = _PROGRESS.unpack_from(self._map, _PROGRESS_OFFSET)
+        (again,) = _PROGRESS_SEQ.unpack_from(self._map, _PROGRESS_SEQ_OFFSET)
+        if seq == 0 or seq & 1 or seq != again:
+            return None
+        return seq, call_id, done, None if math.isnan(total) else total
 
     def last_beat(self) -> tuple[int, int, int]:
         """Return (beat count, wall clock ns, monotonic ns) of the worker's last beat."""

@@ -5,18 +5,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import multiprocessing
+import os
+import pstats
 import sys
-from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, Literal, TypeVar, TypeVarTuple, overload
 
 from .._errors import EngineClosed, NotPicklable, Overloaded, TaskTimeout, WorkerCrashed
 from ..autoscale import AutoscaleConfig
 from ..logs import LogForwarding
 from ..machine import MemoryTruth, memory_truth, usable_cpus
 from ..observers import TaskEvent, TaskObserver, tell
-from ..resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor
+from ..resources import DEFAULT_SAMPLE_INTERVAL_S, ResourceMonitor, find_default_monitor
 from ..shared import (
     DEFAULT_THRESHOLD_BYTES,
     Cache,
@@ -24,6 +36,7 @@ from ..shared import (
     call_packed,
     holds_large,
     pack_async,
+    remove_orphaned_segments,
 )
 from ..shared._payload import (
     BUFFER_TYPES,
@@ -33,25 +46,44 @@ from ..shared._payload import (
 )
 from ..shared._published import is_plain_ndarray
 from .autoscale_driver import AutoscaleDriver
+from .context import worker_context
+from .executor import EngineExecutor
 from .handle import TaskHandle
 from .map import MapResults
 from .outcome import BatchResults, ChunkResults
 from .pool import Pool
+from .profiling import Profile, collect as collect_profile
+from .progress import ProgressCallback, deliver_final
 from .spec import PoolSpec
 from .stats import EngineStats
+from .stream import stream_items
 from .task import Task, function_name, outcome_of
 
 R = TypeVar("R")
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
+logger = logging.getLogger("hybrid")
+
 DEFAULT_POOL = "default"
+DEFAULT_STREAM_WINDOW = 16  # items a stream's generator may run ahead of its consumer
 
 
 def default_start_method() -> str:
     """forkserver where it exists (safe with threads, fast to replace a worker), else spawn."""
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods and sys.platform != "darwin" else "spawn"
+
+
+def _main_preload() -> list[str]:
+    """``["__main__"]`` when the main module is a file the forkserver can run again.
+
+    With ``python -`` the main module's ``__file__`` is ``"<stdin>"``: preloading it kills
+    the forkserver, and every worker with it. Without a file (``python -c``, a notebook,
+    the REPL) there is nothing to preload; what it defines goes to workers by value.
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return ["__main__"] if main_file is not None and os.path.isfile(main_file) else []
 
 
 class Engine:
@@ -75,8 +107,11 @@ class Engine:
             describe), each with its own size and limits: ``run(..., pool="parse")``.
         monitor: a :class:`~hybrid.resources.ResourceMonitor` (e.g.
             ``adapters.psutil.PsutilMonitor()``): with one, each pool follows the
-            machine's CPU and memory pressure (see :mod:`hybrid.autoscale`). Without
-            one, pools keep the size they are given.
+            machine's CPU and memory pressure (see :mod:`hybrid.autoscale`). The
+            default, ``"auto"``, is the monitor
+            :func:`~hybrid.resources.find_default_monitor` finds (psutil's, when it is
+            installed), with the policy's defaults except the idle shrink. None: pools
+            keep the size they are given.
         autoscale: the policy's settings, one for every pool or a mapping by pool name;
             the defaults let a pool range from 1 to its ``workers``.
         sample_interval_s: how often the monitor is sampled (default 0.5 s).
@@ -90,6 +125,8 @@ class Engine:
             at the lowest level the parent's loggers accept when the engine starts.
         observers: told about every task as it is submitted, starts and settles (see
             :mod:`hybrid.observers`); more with :meth:`add_observer`.
+        profile: profile every call in every worker from the start (cProfile);
+            :meth:`collect_profile` gives the merged data. Off by default, at no cost.
         **limits: the default pool's other :class:`PoolSpec` settings
             (``max_rss_bytes``, ``memory_limit_bytes``, ``pin_cpus``, ``nice``).
     """
@@ -104,12 +141,13 @@ class Engine:
         start_method: str | None = None,
         max_queued: int | None = None,
         pools: Mapping[str, PoolSpec] | None = None,
-        monitor: ResourceMonitor | None = None,
+        monitor: ResourceMonitor | Literal["auto"] | None = "auto",
         autoscale: AutoscaleConfig | Mapping[str, AutoscaleConfig] | None = None,
         sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
         share_threshold_bytes: int | None = DEFAULT_THRESHOLD_BYTES,
         forward_logs: bool = False,
         observers: Iterable[TaskObserver] = (),
+        profile: bool = False,
         **limits: Any,
     ) -> None:
         default = PoolSpec(
@@ -131,9 +169,13 @@ class Engine:
         if self.start_method not in multiprocessing.get_all_start_methods():
             methods = ", ".join(multiprocessing.get_all_start_methods())
             raise ValueError(f"start_method must be one of {methods}, not {start_method!r}")
+        self._monitor_by_default = monitor == "auto"
+        if monitor == "auto":
+            monitor = find_default_monitor()
         if autoscale is not None and monitor is None:
             raise ValueError(
-                "autoscale needs a monitor: Engine(monitor=adapters.psutil.PsutilMonitor())"
+                "autoscale needs a monitor: Engine(monitor=adapters.psutil.PsutilMonitor()), "
+                "or psutil installed (pip install 'hybrid[monitor]')"
             )
         self._monitor = monitor
         self._share_threshold_bytes = share_threshold_bytes
@@ -149,6 +191,9 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._profile_always = profile
+        self._profiling = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._pools else "not started"
@@ -174,12 +219,12 @@ class Engine:
         await asyncio.shield(self._starting)
 
     async def _start(self) -> None:
-        context = multiprocessing.get_context(self.start_method)
+        context = worker_context(self.start_method)
         if isinstance(context, multiprocessing.context.ForkServerContext):
             # A worker forked from a server that has hybrid imported starts without
             # importing it again: the bulk of a replacement's start. (The default preload,
             # __main__, does nothing when the server is not given the main module's path.)
-            context.set_forkserver_preload(["__main__", "hybrid", "hybrid._core.worker"])
+            context.set_forkserver_preload([*_main_preload(), "hybrid", "hybrid._core.worker"])
         log_to = None
         if self._forward_logs:
             self._log_forwarding = LogForwarding()
@@ -192,13 +237,17 @@ class Engine:
             for name, spec in self._specs.items()
         }
         results = await asyncio.gather(
-            *(pool.start() for pool in pools.values()), return_exceptions=True
+            *(pool.start() for pool in pools.values()),
+            _sweep_orphans_once(),
+            return_exceptions=True,
         )
         errors = [result for result in results if isinstance(result, BaseException)]
         if errors:
             await asyncio.gather(*(pool.close(cancel=True) for pool in pools.values()))
             raise errors[0]
         self._pools = pools
+        if self._profile_always:
+            self._apply_profiling(True)
         if self._monitor is not None:
             self._autoscaler = AutoscaleDriver(
                 pools, self._monitor, self._autoscale_configs(), self._sample_interval_s
@@ -215,6 +264,10 @@ class Engine:
                 config = chosen[name]
             else:
                 config = AutoscaleConfig(max_workers=spec.workers or self._usable_cpus)
+                if self._monitor_by_default:
+                    # Followed without being asked for: it gives way to other tenants'
+                    # CPU and to memory pressure, but keeps the size it was given when idle.
+                    config = dataclasses.replace(config, idle_shrink_after_s=None)
             if config.max_rss_bytes is None and spec.max_rss_bytes is not None:
                 config = dataclasses.replace(config, max_rss_bytes=spec.max_rss_bytes)
             configs[name] = config
@@ -240,6 +293,8 @@ class Engine:
                     return
             if self._autoscaler is not None:
                 await self._autoscaler.stop()
+            while self._background:  # stopped streams, each ending within its grace
+                await asyncio.gather(*self._background, return_exceptions=True)
             await asyncio.gather(*(pool.close(cancel=cancel) for pool in self._pools.values()))
         finally:
             if self._log_forwarding is not None:
@@ -261,6 +316,21 @@ class Engine:
 
     # Work
 
+    @overload
+    async def run(
+        self,
+        fn: Callable[[*Ts], Coroutine[Any, Any, R]],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> R: ...
+
+    @overload
     async def run(
         self,
         fn: Callable[[*Ts], R],
@@ -271,8 +341,26 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
-    ) -> R:
+        on_progress: ProgressCallback | None = None,
+    ) -> R: ...
+
+    async def run(
+        self,
+        fn: Callable[[*Ts], Any],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
         """Run ``fn(*args)`` in a worker process and return its result.
+
+        An async ``fn`` runs to completion on the worker's own event loop (uvloop's when
+        installed), kept for the worker's life; timeouts, cancellation, crashes and
+        retries go as for a sync one. One call at a time runs in a worker either way.
 
         The same as ``await (await engine.submit(fn, *args, ...))``. Keyword arguments for
         ``fn`` go through ``functools.partial``, as with ``run_in_executor``.
@@ -287,6 +375,9 @@ class Engine:
             pool: the named pool to run in.
             key: tasks with the same key run on the same worker while it lives, so its
                 warm caches are reused; without a key, the least loaded worker runs it.
+            on_progress: called on the loop as ``on_progress(done, total)`` with what the
+                call reports through :func:`hybrid.report_progress` (the latest report
+                about every 0.1 s, and the last one before the result is returned).
             cache: return a result kept by this :class:`~hybrid.shared.Cache`
                 (``MemoryCache()``, or ``adapters.redis.RedisCache`` shared across hosts)
                 under the key :func:`~hybrid.shared.call_key` gives the call, else run the
@@ -294,11 +385,11 @@ class Engine:
                 Exceptions are never cached.
 
         Raises:
-            The task's own exception, with the worker's traceback as ``__cause__``;
-            :class:`WorkerCrashed`, :class:`TaskTimeout`, :class:`NotPicklable`,
-            :class:`EngineClosed` or :class:`Overloaded`; ``TypeError`` with ``cache``
-            for a call that cannot be cached (``fn`` has no importable name, or an
-            argument does not pickle).
+            Exception: the task's own exception, with the worker's traceback as
+                ``__cause__``; :class:`WorkerCrashed`, :class:`TaskTimeout`,
+                :class:`NotPicklable`, :class:`EngineClosed` or :class:`Overloaded`;
+                ``TypeError`` with ``cache`` for a call that cannot be cached (``fn`` has
+                no importable name, or an argument does not pickle).
 
         Cancellation: a queued task is removed without running; a running one has its
         worker killed and replaced. With ``cache``, the call goes on while other
@@ -306,10 +397,25 @@ class Engine:
         """
         handle = await self.submit(
             fn, *args, timeout=timeout, retries=retries, block=block, pool=pool, key=key,
-            cache=cache,
+            cache=cache, on_progress=on_progress,
         )  # fmt: skip
         return await handle
 
+    @overload
+    async def submit(
+        self,
+        fn: Callable[[*Ts], Coroutine[Any, Any, R]],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> TaskHandle[R]: ...
+
+    @overload
     async def submit(
         self,
         fn: Callable[[*Ts], R],
@@ -320,7 +426,21 @@ class Engine:
         pool: str = DEFAULT_POOL,
         key: Hashable | None = None,
         cache: Cache | None = None,
-    ) -> TaskHandle[R]:
+        on_progress: ProgressCallback | None = None,
+    ) -> TaskHandle[R]: ...
+
+    async def submit(
+        self,
+        fn: Callable[[*Ts], Any],
+        *args: *Ts,
+        timeout: float | None = None,
+        retries: int = 0,
+        block: bool = True,
+        pool: str = DEFAULT_POOL,
+        key: Hashable | None = None,
+        cache: Cache | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
         """Queue ``fn(*args)`` and return its :class:`TaskHandle` without waiting for it.
 
         Takes what :meth:`run` takes, and the call goes the same way: through ``cache``,
@@ -340,7 +460,7 @@ class Engine:
         if cache is None and not shared:
             task = await self._submit_calls(
                 fn, [args], chunk=False, timeout=timeout, retries=retries, block=block,
-                pool=pool, key=key,
+                pool=pool, key=key, on_progress=on_progress,
             )  # fmt: skip
             return TaskHandle(self, task.future, task.name, pool, task)
         self._check_pool_name(pool)
@@ -348,9 +468,10 @@ class Engine:
             raise EngineClosed("the engine is closed")
         options: dict[str, Any] = {
             "timeout": timeout, "retries": retries, "block": block, "pool": pool, "key": key,
+            "on_progress": on_progress,
         }  # fmt: skip
         loop = asyncio.get_running_loop()
-        handle: TaskHandle[R] = TaskHandle(self, loop.create_future(), function_name(fn), pool)
+        handle: TaskHandle[Any] = TaskHandle(self, loop.create_future(), function_name(fn), pool)
         handle._future = loop.create_task(self._run_through(handle, fn, args, cache, options))
         return handle
 
@@ -362,6 +483,7 @@ class Engine:
         timeout: float | None = None,
         block: bool = True,
         pool: str = DEFAULT_POOL,
+        kill: bool = False,
     ) -> TaskHandle[BatchResults[R]]:
         """Queue many calls of ``fn`` as one task and return its handle.
 
@@ -376,8 +498,11 @@ class Engine:
             timeout: seconds the whole batch may run; past it the worker is killed and
                 the calls not yet finished fail with :class:`TaskTimeout`.
 
+            kill: on cancellation, also kill the worker running one of the calls (it is
+                replaced), so that none runs past the cancel; by default it finishes.
+
         Cancellation: calls not yet started are skipped (``CallResult.ran`` is False);
-        the running one finishes.
+        the running one finishes, or with ``kill`` is stopped with its worker.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {fn!r}")
@@ -385,6 +510,7 @@ class Engine:
         task = await self._submit_calls(
             fn, list(calls), chunk=True, timeout=timeout, block=block, pool=pool
         )
+        task.kill_on_cancel = kill
         results: asyncio.Future[BatchResults[R]] = asyncio.get_running_loop().create_future()
         task.future.add_done_callback(functools.partial(_as_batch_results, results, task.name))
         return TaskHandle(self, results, task.name, pool, task)
@@ -502,6 +628,115 @@ class Engine:
             pool=pool,
         )
 
+    @overload
+    def stream(
+        self,
+        fn: Callable[[*Ts], AsyncIterable[R]],
+        *args: *Ts,
+        window: int = ...,
+        timeout: float | None = ...,
+        pool: str = ...,
+    ) -> AsyncGenerator[R, None]: ...
+
+    @overload
+    def stream(
+        self,
+        fn: Callable[[*Ts], Iterable[R]],
+        *args: *Ts,
+        window: int = ...,
+        timeout: float | None = ...,
+        pool: str = ...,
+    ) -> AsyncGenerator[R, None]: ...
+
+    def stream(
+        self,
+        fn: Callable[[*Ts], Any],
+        *args: *Ts,
+        window: int = DEFAULT_STREAM_WINDOW,
+        timeout: float | None = None,
+        pool: str = DEFAULT_POOL,
+    ) -> AsyncGenerator[Any, None]:
+        """Run a generator function (sync or async) in a worker; yield its items as they come.
+
+        ``async for item in engine.stream(gen_fn, *args)``. The worker's generator runs at
+        most ``window`` items ahead of the consumer (backpressure). Its exception, or the
+        engine's (:class:`WorkerCrashed`, :class:`TaskTimeout`), is raised after the items
+        it yielded before it. ``timeout`` bounds the whole run in the worker, waits for the
+        consumer included. A stream is never retried (its items could repeat).
+
+        Cancellation: when the consumer stops (``break``, an exception, cancellation, or
+        ``aclose()``; use ``contextlib.aclosing`` to make it immediate rather than left
+        to the garbage collector), the worker's generator is closed at its next ``yield``
+        (its ``finally`` blocks run) and the worker takes the next task; a generator that
+        does not yield within a second has its worker killed and replaced.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise ValueError(f"window must be a whole number >= 1, not {window!r}")
+        _check_run_options(timeout, 0)
+        self._check_pool_name(pool)
+        return stream_items(self, fn, args, window=window, timeout=timeout, pool=pool)
+
+    def executor(
+        self, *, timeout: float | None = None, retries: int = 0, pool: str = DEFAULT_POOL
+    ) -> EngineExecutor:
+        """A ``concurrent.futures.Executor`` whose calls run in this engine's workers.
+
+        For ``loop.run_in_executor(engine.executor(), fn, x)`` and for threads that call
+        ``executor.submit(fn, x).result()``. Each call gets ``timeout``, ``retries`` and
+        ``pool`` as with :meth:`run`. Call this on the engine's loop; the executor may
+        then be used from any thread. See :class:`~hybrid.EngineExecutor` for the
+        ``Executor`` semantics it keeps.
+        """
+        _check_run_options(timeout, retries)
+        self._check_pool_name(pool)
+        if self._closing is not None:
+            raise EngineClosed("the engine is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            raise RuntimeError("this engine belongs to another event loop")
+        return EngineExecutor(self, loop, timeout=timeout, retries=retries, pool=pool)
+
+    def profile(self) -> Profile:
+        """Profile the calls run in every worker while ``async with engine.profile() as prof``.
+
+        On leaving the block, ``prof.stats`` is one ``pstats.Stats`` merged from every
+        worker (see :class:`~hybrid.Profile`). Only one profile may be open at a time;
+        with ``Engine(profile=True)`` use :meth:`collect_profile` instead.
+        """
+        if self._profiling:
+            raise RuntimeError("a profile is open already (or the engine profiles always)")
+        return Profile(self)
+
+    async def collect_profile(self) -> pstats.Stats:
+        """The workers' profile data since the last collection, merged (``profile=True``)."""
+        return await self._collect_profile(keep_profiling=self._profile_always)
+
+    async def _set_profiling(self, on: bool) -> None:
+        if on and self._profiling:
+            raise RuntimeError("a profile is open already (or the engine profiles always)")
+        await self.start()
+        self._apply_profiling(on)
+
+    def _apply_profiling(self, on: bool) -> None:
+        self._profiling = on
+        for pool in self._pools.values():
+            for slot in pool.slots:  # a slot keeps its flag across restarts of its worker
+                slot.profile = on
+
+    async def _collect_profile(self, *, keep_profiling: bool) -> pstats.Stats:
+        if not keep_profiling:
+            await self._set_profiling(False)
+        slots = [slot for pool in self._pools.values() for slot in pool.slots]
+        return await collect_profile(slots)
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` on its own, kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def resize(self, workers: int, *, pool: str = DEFAULT_POOL) -> None:
         """Grow or shrink a pool to ``workers`` processes.
 
@@ -514,6 +749,8 @@ class Engine:
             raise EngineClosed("the engine is closed")
         await self.start()
         await self._pool(pool).resize(workers)
+        if self._profiling:
+            self._apply_profiling(True)  # the new workers too
         if pool == DEFAULT_POOL:
             self.workers = workers
 
@@ -530,6 +767,7 @@ class Engine:
         key: Hashable | None = None,
         described_as: Callable[..., Any] | None = None,
         one_arg: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> Task:
         """Queue calls of ``fn`` as one task; a chunk's future gets per-call outcomes.
 
@@ -569,6 +807,9 @@ class Engine:
             self._tell_refused(described_as or fn, pool, "failed")
             raise
         self._next_task_id += len(calls)
+        if on_progress is not None:
+            task.on_progress = on_progress
+            task.future.add_done_callback(lambda _: deliver_final(task))
         target.submit(task)
         if self._observers:
             tell(self._observers, "task_submitted", task.event())
@@ -627,6 +868,27 @@ class Engine:
     def _check_pool_name(self, name: str) -> None:
         if name not in self._specs:
             raise ValueError(f"no pool named {name!r}; this engine has {', '.join(self._specs)}")
+
+
+_swept = False  # this process has removed dead processes' leftover segments
+
+
+async def _sweep_orphans_once() -> None:
+    """Remove shared-memory segments left by processes killed before they could (SIGKILL).
+
+    Once per process, by the first engine to start, in a thread: it lists ``/dev/shm``.
+    """
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    try:
+        removed = await asyncio.to_thread(remove_orphaned_segments)
+    except OSError as exc:  # a sweep that cannot list the directory must not stop the engine
+        logger.warning("could not look for dead processes' shared memory: %s", exc)
+        return
+    if removed:
+        logger.info("removed %d shared-memory segments of dead processes", len(removed))
 
 
 def _check_run_options(timeout: float | None, retries: int) -> None:

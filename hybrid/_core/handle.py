@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .progress import deliver_final
+
 if TYPE_CHECKING:
     from .engine import Engine
     from .task import Task
@@ -68,6 +70,17 @@ class TaskHandle(Generic[R]):
     def run_s(self) -> float | None:
         """Seconds the call ran, as its worker timed it; None if it never ran."""
         return self._times()[1]
+
+    @property
+    def progress(self) -> tuple[float, float | None] | None:
+        """``(done, total)`` the call last reported with :func:`hybrid.report_progress`
+        (``total`` None if it gave none); None before its first report."""
+        task = self._task
+        if task is None:
+            return None
+        if task.future.done():
+            deliver_final(task)
+        return task.progress
 
     def _times(self) -> tuple[float | None, float | None]:
         if self._task is None:

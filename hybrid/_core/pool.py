@@ -163,9 +163,9 @@ class Pool:
         finished, running = area.progress(batch.parity)
         first = batch.call_offset(task)
         for index in range(max(first, finished), first + task.n_calls):
-            if index == running and not task.is_chunk:
+            if index == running and (task.kill_on_cancel or not task.is_chunk):
                 # It is running now: the only way to stop it is to stop its process.
-                # (A chunk's calls are tiny by construction: the running one may finish.)
+                # (A map chunk's calls are tiny by construction: the running one may finish.)
                 batch.kill_reason = batch.kill_reason or "cancel"
                 batch.slot.kill()
             elif index != running:

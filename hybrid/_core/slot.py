@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import WorkerStartError
-from . import worker as _worker
+from . import pickling, worker as _worker
 from .area import ResultArea
 from .dispatch import Estimate, InFlight, SlotView
 from .liveness import WorkerLiveness
 from .slot_state import ALIVE, GOING, SlotState, check_move, on_death
 from .spec import WorkerSettings
 from .task import Batch
+from .worker_profile import take_stats as take_profile_stats
 
 
 class Slot:
@@ -42,7 +43,8 @@ class Slot:
         self.index = index
         self._settings = settings
         self._context = context
-        self._initializer = initializer
+        # Pickled by value once if workers cannot import it (e.g. it lives in __main__).
+        self._initializer = None if initializer is None else pickling.as_sendable(initializer)
         self._initargs = initargs
         self._executor: ProcessPoolExecutor | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -57,6 +59,7 @@ class Slot:
         self._sentinel: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.tasks_since_start = 0
+        self.profile = False  # send batches to run under the worker's profiler
         self.starts = 0
         self.busy_s = 0.0
         self.tasks_done = 0
@@ -145,9 +148,25 @@ class Slot:
         loop = asyncio.get_running_loop()
         self.in_flight.append(batch)
         self.next_parity ^= 1
+        if self.profile:
+            return loop.run_in_executor(
+                self._executor, _worker.run_batch, batch.parity, payloads, counts, first_ids, True
+            )
         return loop.run_in_executor(
             self._executor, _worker.run_batch, batch.parity, payloads, counts, first_ids
         )
+
+    async def take_profile(self) -> dict[Any, Any]:
+        """The worker's profile data (after the batches sent before this), or {} if it died."""
+        if self._executor is None or not self.alive:
+            return {}
+        try:
+            stats: dict[Any, Any] = await asyncio.get_running_loop().run_in_executor(
+                self._executor, take_profile_stats
+            )
+        except Exception:  # the worker died or was replaced: its profile went with it
+            return {}
+        return stats
 
     def kill(self) -> None:
         """Kill the worker process at once (SIGKILL); the slot takes no work until replaced."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import pickle
 import types
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -17,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import NotPicklable, TaskTimeout, WorkerCrashed
 from ..observers import TaskEvent
+from . import pickling
 from .outcome import ChunkResults
 
 if TYPE_CHECKING:
+    from .progress import Progress, ProgressCallback
     from .slot import Slot
 
 
@@ -47,13 +48,16 @@ class Task:
         "future",
         "id",
         "key",
+        "kill_on_cancel",
         "memory_kills",
         "n_calls",
         "name",
+        "on_progress",
         "one_arg",
         "payload",
         "pending_blames",
         "pool",
+        "progress",
         "results",
         "retries_left",
         "run_s",
@@ -99,12 +103,15 @@ class Task:
         # Seconds its calls ran, as its worker timed them; None until a worker reported.
         self.run_s: float | None = None
         self.worker_pid: int | None = None  # the process it was last sent to
+        self.kill_on_cancel = False  # a chunk whose running call must stop on cancel too
         self.settled_at: float | None = None  # loop time its last batch came back
         self.state = TaskState.QUEUED
         self.batch: Batch | None = None
         self.submitted_at = submitted_at
         self.key = key
         self.pool = pool
+        self.on_progress: ProgressCallback | None = None
+        self.progress: Progress | None = None  # the latest hybrid.report_progress seen
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name} x{self.n_calls} {self.state.value}>"
@@ -205,11 +212,12 @@ def encode_calls(fn: Callable[..., Any], calls: list[Any], one_arg: bool = False
     """Pickle calls now, so a bad function or argument fails its caller at once.
 
     ``calls`` holds argument tuples, or with ``one_arg`` single arguments (cheaper to
-    send: the worker makes the tuples).
+    send: the worker makes the tuples). What a worker cannot import by name goes by
+    value (see :mod:`hybrid._core.pickling`).
     """
     try:
-        return pickle.dumps((fn, calls, one_arg), pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
+        return pickling.dumps((fn, calls, one_arg))
+    except NotPicklable as exc:
         spread = [(item,) for item in calls] if one_arg else calls
         raise NotPicklable(_explain_unpicklable(fn, spread, exc)) from exc
 
@@ -217,22 +225,16 @@ def encode_calls(fn: Callable[..., Any], calls: list[Any], one_arg: bool = False
 def _explain_unpicklable(
     fn: Callable[..., Any], calls: list[tuple[Any, ...]], exc: Exception
 ) -> str:
-    try:
-        pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
-    except Exception as fn_exc:
-        return (
-            f"cannot send function {function_name(fn)!r} to a worker process: {fn_exc}. "
-            "Workers import functions by name: define it at module level "
-            "(not a lambda, a local function or a bound method of an unpicklable object)."
-        )
+    why = pickling.can_send(fn)
+    if why is not None:
+        return f"cannot send function {function_name(fn)!r} to a worker process: {why}"
     for args in calls:
         for position, arg in enumerate(args):
-            try:
-                pickle.dumps(arg, pickle.HIGHEST_PROTOCOL)
-            except Exception as arg_exc:
+            why = pickling.can_send(arg)
+            if why is not None:
                 return (
                     f"cannot send argument {position} of {function_name(fn)}() "
-                    f"({type(arg).__qualname__}) to a worker process: {arg_exc}"
+                    f"({type(arg).__qualname__}) to a worker process: {why}"
                 )
     return f"cannot send the call {function_name(fn)}() to a worker process: {exc}"
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .. import ticks
 from ..messaging.detector import DetectorConfig, FailureDetector
+from . import progress
 from .liveness import WorkerLiveness
 from .slot_state import SlotState
 
@@ -61,6 +62,7 @@ async def watch(pool: Pool) -> None:
         for slot in list(pool.slots):
             if slot.alive and slot.pid is not None and slot.area is not None:
                 check_liveness(pool, slot, now)
+                progress.deliver(slot)
                 if tick % RSS_EVERY_TICKS == 0:
                     check_memory(pool, slot)
 

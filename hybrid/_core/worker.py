@@ -22,6 +22,7 @@ from typing import Any
 from ..isolation import isolate_worker
 from .area import ResultArea
 from .spec import WorkerSettings
+from .worker_loop import call_async, is_coroutine_function
 
 HEARTBEAT_INTERVAL_S = 0.05  # how often the worker beats until the parent asks otherwise
 BEAT_INTERVAL_BOUNDS_S = (0.005, 1.0)  # whatever the parent asks, beats stay within these
@@ -42,10 +43,13 @@ def init_worker(
     area_path: str,
     parent_pid: int,
     settings: WorkerSettings,
-    initializer: Callable[..., object] | None,
+    initializer: Callable[..., object] | bytes | None,
     initargs: tuple[Any, ...],
 ) -> None:
-    """Prepare this process to serve batches; never raises (errors surface in :func:`hello`)."""
+    """Prepare this process to serve batches; never raises (errors surface in :func:`hello`).
+
+    ``initializer`` comes pickled by value (bytes) when it cannot be imported by name.
+    """
     global _area, _init_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_parent(parent_pid)
@@ -58,7 +62,8 @@ def init_worker(
             install_worker_logging(*settings.log_to)
         isolate_worker(settings.cpu, settings.memory_limit_bytes, settings.nice)
         if initializer is not None:
-            initializer(*initargs)
+            init = pickle.loads(initializer) if isinstance(initializer, bytes) else initializer
+            init(*initargs)
     except BaseException as exc:
         _init_error = exc
 
@@ -83,8 +88,25 @@ def current_task_id() -> int | None:
     return base + len(values)
 
 
+def report_progress(done: float, total: float | None = None) -> None:
+    """Tell the caller how far the running call has got (``done`` of ``total``).
+
+    The caller sees it on its loop (``run(..., on_progress=...)``, ``handle.progress``)
+    within about a tenth of a second, and the last report once the call returns. Only
+    the latest report counts: reports faster than the parent looks replace each other.
+    Outside a call in a worker it does nothing, so the function also runs in place.
+    """
+    area, call_id = _area, current_task_id()
+    if area is not None and call_id is not None:
+        area.report_progress(call_id, float(done), None if total is None else float(total))
+
+
 def run_batch(
-    parity: int, payloads: Sequence[bytes], counts: Sequence[int], first_ids: Sequence[int]
+    parity: int,
+    payloads: Sequence[bytes],
+    counts: Sequence[int],
+    first_ids: Sequence[int],
+    profile: bool = False,
 ) -> BatchReport:
     """Run pickled ``(fn, calls, one_arg)`` tasks in order; report every call.
 
@@ -93,8 +115,20 @@ def run_batch(
     is also recorded in the result area as it finishes, numbered across the batch, so
     the parent can recover them if this process dies. When the area is full the batch
     stops early: the calls past the returned values never started. ``first_ids`` are the
-    engine's ids of each task's first call (:func:`current_task_id`).
+    engine's ids of each task's first call (:func:`current_task_id`). With ``profile``
+    the batch runs under this worker's profiler (see ``worker_profile``).
     """
+    if profile:
+        from .worker_profile import profiled
+
+        with profiled():
+            return _run_batch(parity, payloads, counts, first_ids)
+    return _run_batch(parity, payloads, counts, first_ids)
+
+
+def _run_batch(
+    parity: int, payloads: Sequence[bytes], counts: Sequence[int], first_ids: Sequence[int]
+) -> BatchReport:
     global _running
     area = _area
     assert area is not None, "worker used before init_worker"
@@ -115,6 +149,9 @@ def run_batch(
             except BaseException as exc:
                 # Every call of this task fails the same way (e.g. its module is missing here).
                 fn, calls = functools.partial(_reraise, exc), [()] * count
+            else:
+                if is_coroutine_function(fn):
+                    fn = functools.partial(call_async, fn)
             started = clock()
             index, full = half.run_calls(fn, calls, index, values, problems, describe_error)
             task_seconds.append(clock() - started)

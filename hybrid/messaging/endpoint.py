@@ -39,6 +39,8 @@ logger = logging.getLogger("hybrid.messaging")
 HEARTBEAT = "heartbeat"
 INTERVAL_HEADER = "hb-interval-s"  # the interval the receiver asks the sender to beat at
 TICK_S = 0.02  # how often heartbeats are considered and detectors polled
+MAX_PEERS = 1024  # peers an endpoint tracks at most, by default
+FORGET_AFTER_S = 60.0  # a learned peer DEAD this long is forgotten
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")  # Linux: changes at every boot
 
 _boot_id: bytes | None = None
@@ -52,7 +54,16 @@ class _Received:
 
 
 class Endpoint:
-    """One peer's messaging: send, receive, beat, and judge the other peers.
+    r"""One peer's messaging: send, receive, beat, and judge the other peers.
+
+    What it trusts: without a ``key``, everything a message says, its ``sender`` included:
+    anyone who can write to the transport can speak as any peer, skew its clock estimate
+    or keep it looking alive; use a key wherever the transport is shared. With a key,
+    only holders of the key are heard (unsigned or tampered input is rejected and
+    counted); key holders are trusted to name themselves truly. Either way what peers
+    send cannot grow this endpoint without bound: at most ``max_peers`` peers are
+    tracked, and a peer learned from its messages (not :meth:`add_peer`\ ed) that stays
+    DEAD for ``forget_after_s`` is forgotten with all its state.
 
     Args:
         transport: where datagrams go; its address is this peer's id.
@@ -61,6 +72,9 @@ class Endpoint:
         boot_id: the host's boot id (equal boot ids mean a shared monotonic clock);
             by default the kernel's, or a random id per process where there is none.
         wall_ns: the wall clock to stamp ``sent_ns`` with (tests pass a skewed one).
+        max_peers: peers tracked at most; messages from further new senders are dropped
+            (counted in ``refused_peers``) until some are forgotten.
+        forget_after_s: how long a learned peer may stay DEAD before it is forgotten.
     """
 
     def __init__(
@@ -70,8 +84,17 @@ class Endpoint:
         config: DetectorConfig | None = None,
         boot_id: bytes | None = None,
         wall_ns: Callable[[], int] = time.time_ns,
+        max_peers: int = MAX_PEERS,
+        forget_after_s: float = FORGET_AFTER_S,
     ) -> None:
+        if max_peers < 1:
+            raise ValueError(f"max_peers must be >= 1, not {max_peers!r}")
         self.transport = transport
+        self.max_peers = max_peers
+        self.forget_after_s = forget_after_s
+        self.refused_peers = 0  # messages dropped because max_peers peers were tracked
+        self._chosen: set[str] = set()  # peers the application added: never forgotten
+        self._dead_since: dict[str, float] = {}
         self.codec = Codec(key)
         self.peers: PeerGroup[str] = PeerGroup(config)
         self.clocks: dict[str, PeerClock] = {}
@@ -91,10 +114,41 @@ class Endpoint:
         return self.transport.address
 
     def add_peer(self, peer: str) -> None:
-        """Start beating towards ``peer`` and judging it."""
+        """Start beating towards ``peer`` and judging it (it is never forgotten)."""
+        self._chosen.add(peer)
+        self._track(peer)
+
+    def _track(self, peer: str) -> None:
         default_s = self.peers.config.shortest_interval_s
         self._schedules.setdefault(peer, HeartbeatSchedule(default_s))
         self.peers.detector(peer)
+
+    def forget(self, peer: str) -> None:
+        """Drop everything known of ``peer``: its clock, schedule and detector."""
+        self._chosen.discard(peer)
+        self._schedules.pop(peer, None)
+        self.clocks.pop(peer, None)
+        self._last_received.pop(peer, None)
+        self._dead_since.pop(peer, None)
+        self.peers.remove(peer)
+
+    def _has_room_for(self, peer: str) -> bool:
+        if peer in self._schedules or len(self._schedules) < self.max_peers:
+            return True
+        self._forget_dead(time.monotonic(), patience_s=0.0)
+        return len(self._schedules) < self.max_peers
+
+    def _forget_dead(self, now_s: float, patience_s: float) -> None:
+        """Forget learned peers DEAD for longer than ``patience_s``."""
+        for peer in list(self._schedules):
+            if peer in self._chosen:
+                continue
+            if self.peers.detector(peer).current is not PeerState.DEAD:
+                self._dead_since.pop(peer, None)
+                continue
+            since = self._dead_since.setdefault(peer, now_s)
+            if now_s - since >= patience_s:
+                self.forget(peer)
 
     def state(self, peer: str) -> PeerState:
         """Return the peer's current state."""
@@ -109,7 +163,7 @@ class Endpoint:
         deadline_s: float | None = None,
     ) -> Envelope:
         """Send a message; ``deadline_s`` is the time budget from now, in seconds."""
-        self.add_peer(destination)
+        self._track(destination)
         self._seq += 1
         sent_ns, mono_ns = self._wall_ns(), time.monotonic_ns()
         detector = self.peers.detector(destination)
@@ -147,11 +201,14 @@ class Endpoint:
         except RejectedMessage:
             return None
         peer = envelope.sender
+        if not self._has_room_for(peer):
+            self.refused_peers += 1
+            return None
         clock = self.clocks.get(peer)
         if clock is None:
             clock = self.clocks[peer] = PeerClock(same_host=envelope.boot_id == self.boot_id)
         transit_s = self._time(envelope, clock, wall_ns, mono_ns)
-        self.add_peer(peer)
+        self._track(peer)
         interval = envelope.headers.get(INTERVAL_HEADER)
         if interval is not None:
             self._schedules[peer].interval_s = _bounded_interval(interval, self.peers.config)
@@ -195,6 +252,7 @@ class Endpoint:
                 except (UnknownPeer, TransportClosed, OSError) as error:
                     logger.debug("heartbeat to %s failed: %s", peer, error)
         self.peers.states(now_s)
+        self._forget_dead(now_s, self.forget_after_s)
 
     def detector(self, peer: str) -> FailureDetector:
         """Return the failure detector judging ``peer``."""

@@ -93,10 +93,10 @@ def parse_header(raw: bytes) -> Header:
     return Header(int(match.group(1)), int(match.group(2)), match.group(3).decode())
 
 
-def ensure_header(path: str) -> None:
-    """Create the file with an empty header unless it exists."""
+def ensure_header(path: str, mode: int = 0o600) -> None:
+    """Create the file (with ``mode``) with an empty header unless it exists."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     except FileExistsError:
         return
     try:

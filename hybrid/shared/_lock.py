@@ -9,9 +9,11 @@ or in ``/dev/shm`` (the default).
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import re
+import stat
 import threading
 import time
 from pathlib import Path
@@ -105,9 +107,41 @@ class NamedLock:
         # nor inherit a thread lock that a parent thread held at fork time.
         if self._pid != os.getpid():
             self._thread_lock = threading.Lock()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = open_lock_file(self.path)
             self._pid = os.getpid()
         return self._fd
+
+
+def open_lock_file(path: str | os.PathLike[str]) -> int:
+    """Open (creating it 0600 if missing) a lock file that is ours and nothing else.
+
+    Lock files live in a directory everyone can write (``/dev/shm``): a name another user
+    planted first, or a symlink at it pointing at one of our files, must not be opened.
+    Creation is exclusive (``O_EXCL``), no open follows a symlink (``O_NOFOLLOW``), and an
+    existing file is used only if it is a regular file this user owns.
+
+    Raises:
+        PermissionError: the name is taken by a symlink, something not a regular file, or
+            a file of another user.
+    """
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PermissionError(f"lock file {path} is a symlink: refused") from exc
+        raise
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid():
+        os.close(fd)
+        raise PermissionError(
+            f"lock file {path} is not a regular file of this user (uid {status.st_uid}): refused"
+        )
+    return fd
 
 
 def _wait_for_flock(fd: int, deadline: float | None) -> bool:

@@ -24,6 +24,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from .._core.worker_loop import awaited
 from .._errors import LeaseReleased
 from . import _landing, _segment, _spare
 from ._lease import Lease, Reply, new_prefix
@@ -172,14 +173,14 @@ def replace_handles(packed: Any, take: Callable[[SharedBytes], Any]) -> Any:
 
 def call_packed(fn: Callable[..., Any], packed_args: Any, reply: Reply | None) -> Any:
     """Worker side in one call: unpack ``packed_args`` (a tuple), run ``fn``, pack its result."""
-    return pack_result(fn(*unpack(packed_args)), reply)
+    return pack_result(awaited(fn(*unpack(packed_args))), reply)
 
 
 def call_packed_kw(
     fn: Callable[..., Any], packed_args: Any, packed_kwargs: Any, reply: Reply | None
 ) -> Any:
     """Like :func:`call_packed`, with keyword arguments."""
-    return pack_result(fn(*unpack(packed_args), **unpack(packed_kwargs)), reply)
+    return pack_result(awaited(fn(*unpack(packed_args), **unpack(packed_kwargs))), reply)
 
 
 def returns_large(fn: Callable[..., Any]) -> bool:

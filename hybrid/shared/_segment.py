@@ -129,14 +129,24 @@ def leftover_segments(
 def remove_orphaned_segments() -> list[str]:
     """Unlink segments whose owner process no longer exists; return their names.
 
-    A parent killed with SIGKILL cannot clean up; call this at start-up to reclaim its
-    memory.
+    A parent killed with SIGKILL cannot clean up; the first engine a process starts calls
+    this (off the loop) to reclaim such memory. Only this user's segments are removed, and
+    a pid reused by a live process keeps its name's segments (they are left, not lost).
     """
     removed: list[str] = []
+    own_uid = os.geteuid()
     for entry in shm_dir().iterdir():
         match = _NAME.match(entry.name)
-        if match and not pid_alive(int(match.group(1))) and unlink(entry.name):
-            removed.append(entry.name)
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        try:
+            # Only this user's: another user's segments are theirs to reclaim.
+            if entry.stat(follow_symlinks=False).st_uid != own_uid:
+                continue
+            if unlink(entry.name):
+                removed.append(entry.name)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
     return removed
 
 

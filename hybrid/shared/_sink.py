@@ -41,6 +41,9 @@ class Sink(ClosesOnExit):
         fsync: ``"never"`` (the OS decides), ``"batch"`` (after every batch) or a number
             of seconds (after the first batch once that long has passed since the last
             sync, and at :meth:`close`).
+        mode: the permissions a new file is created with (less the umask): by default
+            0o600, only this user; 0o644 to let others read it. A symlink at ``path``
+            is refused (``O_NOFOLLOW``).
 
     Example:
         >>> import tempfile, os
@@ -60,6 +63,7 @@ class Sink(ClosesOnExit):
         fields: Sequence[str] | None = None,
         locking: Locking = "flock",
         fsync: FsyncSchedule = "never",
+        mode: int = 0o600,
     ) -> None:
         if format not in ("jsonl", "csv"):
             raise ValueError(f"format must be 'jsonl' or 'csv', not {format!r}")
@@ -72,6 +76,7 @@ class Sink(ClosesOnExit):
         self.fields = tuple(fields) if fields is not None else None
         self.locking: Locking = locking
         self.fsync: FsyncSchedule = fsync
+        self.mode = mode
         self._header = csv_header(self.fields) if format == "csv" and self.fields else b""
         self._fd = -1
         self._pid = -1
@@ -79,7 +84,9 @@ class Sink(ClosesOnExit):
         self._synced_at = time.monotonic()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (str(self.path), self.format, self.fields, self.locking, self.fsync)
+        return _rebuild, (
+            str(self.path), self.format, self.fields, self.locking, self.fsync, self.mode,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<Sink {self.format} {self.path} locking={self.locking} fsync={self.fsync}>"
@@ -119,11 +126,11 @@ class Sink(ClosesOnExit):
         # A forked child gets its own descriptor (and writer id) rather than the parent's.
         if self._pid != os.getpid():
             if self.locking == "optimistic":
-                _appending.ensure_header(str(self.path))
+                _appending.ensure_header(str(self.path), self.mode)
                 flags = os.O_RDWR
             else:
                 flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
-            self._fd = os.open(self.path, flags | os.O_CLOEXEC, 0o644)
+            self._fd = os.open(self.path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, self.mode)
             self._pid = os.getpid()
             self._writer = secrets.token_hex(8)
         return self._fd
@@ -143,5 +150,6 @@ def _rebuild(
     fields: tuple[str, ...] | None,
     locking: Locking,
     fsync: FsyncSchedule,
+    mode: int = 0o600,
 ) -> Sink:
-    return Sink(path, format=format, fields=fields, locking=locking, fsync=fsync)
+    return Sink(path, format=format, fields=fields, locking=locking, fsync=fsync, mode=mode)

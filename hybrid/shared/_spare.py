@@ -9,8 +9,9 @@ memory a caller may still map (``memoryview`` and NumPy values) never do.
 An idle spare is named ``hybrid-shm-<pid>-spare-...``; taken, it is renamed after the
 call that uses it, so a segment in use is never mistaken for a spare (the mappings
 survive renames). At most ``MAX_SPARE_BYTES`` are
-kept, none longer than ``MAX_IDLE_S`` past their last use (checked on each use), and
-all are unlinked when this process exits or :func:`trim_spares` is called.
+kept, none longer than ``MAX_IDLE_S`` past their last use (a timer expires them, and
+each use checks too), and all are unlinked when this process exits or
+:func:`trim_spares` is called.
 """
 
 from __future__ import annotations
@@ -67,10 +68,12 @@ class Spare:
 class SparePool:
     """Idle segments of this process, best fit first. Safe to use from several threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_s: float = MAX_IDLE_S) -> None:
+        self.idle_s = idle_s
         self._idle: list[Spare] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._timer: threading.Timer | None = None
 
     def take(self, size_bytes: int, name: str) -> Spare:
         """The smallest idle segment holding ``size_bytes``, or a new one; named ``name``."""
@@ -106,6 +109,7 @@ class SparePool:
             self._idle.append(spare)
             while len(self._idle) > MAX_SPARE_SEGMENTS or self.idle_bytes() > MAX_SPARE_BYTES:
                 evicted.append(self._idle.pop(0))
+            self._arm_timer(self.idle_s)
         for old in evicted:
             old.discard()
 
@@ -125,13 +129,36 @@ class SparePool:
         """Unlink every idle segment; return how many."""
         with self._lock:
             idle, self._idle = self._idle, []
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         if os.getpid() == self._pid:
             for spare in idle:
                 spare.discard()
         return len(idle)
 
+    def _arm_timer(self, delay_s: float) -> None:
+        """Expire idle spares in ``delay_s`` unless a timer is set already (lock held).
+
+        Memory kept for a next large call that never comes is given back on time, not
+        at the next large call; the timer thread is a daemon and costs nothing while
+        there is no spare.
+        """
+        if self._timer is None:
+            self._timer = threading.Timer(max(delay_s, 0.0), self._on_timer)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._expire()
+            if self._idle:
+                oldest = min(spare.idle_since for spare in self._idle)
+                self._arm_timer(oldest + self.idle_s - time.monotonic())
+
     def _expire(self) -> None:
-        oldest_kept = time.monotonic() - MAX_IDLE_S
+        oldest_kept = time.monotonic() - self.idle_s
         for spare in [spare for spare in self._idle if spare.idle_since < oldest_kept]:
             self._idle.remove(spare)
             spare.discard()

@@ -54,8 +54,12 @@ async def test_a_killed_crawlers_urls_are_taken_over(
     await client.aclose()
     assert results == site.pages  # one result per URL
     pages = stored_pages(tmp_path / "doomed.sqlite") + stored_pages(tmp_path / "survivor.sqlite")
-    assert len(pages) == len(set(pages))  # never stored twice
+    # A page is committed locally before Redis hears it is done: none is lost, and only
+    # pages the killed crawler had committed but not yet reported are stored twice.
+    assert set(pages) == {f"{running.url}{path}" for path in site.page_paths()}
+    assert len(pages) - len(set(pages)) <= 4
     refetched = sum(site.served.values()) - site.pages
     assert refetched <= 8 + 4  # at most what the dead crawler held
+    assert "is dead: took over" in err.decode()  # judged by the detector, not a fixed idle
     with sqlite3.connect(tmp_path / "survivor.sqlite") as connection:
         assert connection.execute("SELECT count(*) FROM pages").fetchone()[0] > 0

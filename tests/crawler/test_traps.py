@@ -69,7 +69,10 @@ async def test_every_trap_is_recorded_with_its_reason(tmp_path: Path) -> None:
 
 
 async def test_crawl_delay_spaces_requests_to_the_host(tmp_path: Path) -> None:
-    site = SyntheticSite(pages=5, links=2, robots_txt="User-agent: *\nCrawl-delay: 0.2\n")
+    # The gaps are timed where the test's site serves, in a process that a loaded host (the
+    # suite runs in parallel) may stall for a few hundred ms; the delay is set well above the
+    # gap asserted so such a stall cannot close it, while no delay at all would give ms.
+    site = SyntheticSite(pages=5, links=2, robots_txt="User-agent: *\nCrawl-delay: 0.5\n")
     async with RunningSite(site) as running:
         code, _, err = await run_crawler(
             f"{running.url}/p/0", "--db", str(tmp_path / "d.sqlite"), "--workers", "1"

@@ -9,6 +9,8 @@ import pytest
 from hybrid.messaging import DetectorConfig, FailureDetector, PeerGroup, PeerState, StateChange
 from tests.messaging.traces import POLL_S, silence, steady, trusted
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 
 def test_a_silent_peer_goes_suspect_then_dead_and_subscribers_hear_it() -> None:
     detector = trusted()

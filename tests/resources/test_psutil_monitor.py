@@ -68,6 +68,7 @@ def test_a_memory_hogs_rss_reading_rises(spawn: Spawn) -> None:
     assert after.rss_bytes - before.rss_bytes >= (HOG_MEMORY_MB - 10) * MIB
 
 
+@pytest.mark.alone  # the hog must get a fair part of a core; parallel tests took all but 0.1
 def test_a_cpu_hog_outside_the_pool_counts_as_outside_cpu(spawn: Spawn) -> None:
     hog = spawn("hog_cpu")
     blind = PsutilMonitor()  # the hog is not one of its workers: it is someone else
