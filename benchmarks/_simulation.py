@@ -40,7 +40,8 @@ class Plan:
     tick_s: float
     warmup_s: float  # steady-state kills start after this much acquaintance
     kill_every_s: float
-    fresh_kill_range_s: tuple[float, float]  # one kill of a newly met peer, at this age
+    fresh_kill_range_s: tuple[float, float]  # kills of a newly met peer, at this age
+    fresh_kills: int = 1  # how many kill experiments at that age
     recorded_observations: int = 0  # (sent, received) pairs kept for the CPU replay
 
 
@@ -146,7 +147,7 @@ def _next_poll(polls: Polls, t: float, earliest_change_at: Callable[[], float] |
 
 def _kill_times(rng: random.Random, plan: Plan) -> list[float]:
     """Kill times, latest first (popped from the end)."""
-    times = [rng.uniform(*plan.fresh_kill_range_s)]
+    times = [rng.uniform(*plan.fresh_kill_range_s) for _ in range(plan.fresh_kills)]
     start = plan.warmup_s
     while start + plan.kill_every_s <= plan.horizon_s:
         times.append(start + rng.uniform(0, plan.kill_every_s))

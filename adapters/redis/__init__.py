@@ -38,7 +38,14 @@ from .client import RedisEngine
 from .conn import redact
 from .dispatch import build_registry, task_name
 from .errors import JobRejected, RedisFault
-from .liveness import Detector, PeerTable, PeerView, beat_value, redis_detector
+from .liveness import (
+    Detector,
+    PeerTable,
+    PeerView,
+    beat_value,
+    group_detectors,
+    redis_detector,
+)
 from .node import NodeConfig, WorkerNode
 from .transport import RedisStreamTransport
 
@@ -55,6 +62,7 @@ __all__ = [
     "WorkerNode",
     "beat_value",
     "build_registry",
+    "group_detectors",
     "redact",
     "redis_detector",
     "task_name",

@@ -58,9 +58,9 @@ from .liveness import (
     PeerTable,
     PeerView,
     beat_value,
+    group_detectors,
     negotiated_interval,
     peer_views,
-    redis_detector,
 )
 
 log = logging.getLogger("hybrid.redis")
@@ -166,7 +166,7 @@ class RedisEngine:
         self._fault: RedisFault | None = None  # the reply stream cannot be read: calls fail
         self._refused_since: float | None = None  # monotonic time beats began to be refused
         self._beaten = False  # a beat of ours has been stored
-        self._peers = PeerTable(lambda: redis_detector(beat_interval_s, DEAD_AFTER_S))
+        self._peers = PeerTable(group_detectors(beat_interval_s, DEAD_AFTER_S))
         self._beat_every_s = negotiated_interval(beat_interval_s)  # as the nodes ask
 
     # Life cycle

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hybrid.messaging import DetectorConfig, FailureDetector, PeerState
+from hybrid.messaging import DetectorConfig, FailureDetector, GroupPrior, PeerState
 
 
 class Detector(Protocol):
@@ -45,24 +45,46 @@ OFFSET_SAMPLES = 64  # recent beats over which a peer's clock offset is estimate
 MAX_ASKS = 256  # peers one beat asks intervals of, at most (the beat stays small)
 
 
-def redis_detector(poll_interval_s: float, dead_after_s: float) -> FailureDetector:
+def redis_detector(
+    poll_interval_s: float, dead_after_s: float, prior: GroupPrior | None = None
+) -> FailureDetector:
     """A detector for beats read by polling Redis every ``poll_interval_s``.
 
     The interval it asks of its peer ranges from the message budget's shortest (1/3 s)
     to ``MAX_BEAT_INTERVAL_S``: the detector asks for what its margins need. A new peer
-    may be convicted after ``dead_after_s`` past its expected beat (a node killed a
-    minute after it started must be noticed in about a second).
+    starts from what ``prior`` (its group's pooled evidence) has learned; until that has
+    enough, it may be convicted after ``dead_after_s`` past its expected beat (a node
+    killed a minute after it started must be noticed in about a second).
     """
-    return FailureDetector(
-        DetectorConfig(
-            min_interval_s=1.0 / MAX_BEATS_PER_S,
-            max_interval_s=MAX_BEAT_INTERVAL_S,
-            max_beats_per_s=MAX_BEATS_PER_S,
-            initial_allowance_s=dead_after_s,
-            max_poll_gap_s=POLL_GAPS_PER_STALL * poll_interval_s,
-            stall_grace_s=2 * poll_interval_s,
-        )
+    return FailureDetector(redis_detector_config(poll_interval_s, dead_after_s), prior=prior)
+
+
+def redis_detector_config(poll_interval_s: float, dead_after_s: float) -> DetectorConfig:
+    return DetectorConfig(
+        min_interval_s=1.0 / MAX_BEATS_PER_S,
+        max_interval_s=MAX_BEAT_INTERVAL_S,
+        max_beats_per_s=MAX_BEATS_PER_S,
+        initial_allowance_s=dead_after_s,
+        max_poll_gap_s=POLL_GAPS_PER_STALL * poll_interval_s,
+        stall_grace_s=2 * poll_interval_s,
     )
+
+
+def group_detectors(
+    poll_interval_s: float, dead_after_s: float
+) -> Callable[[str], FailureDetector]:
+    """A detector factory by role: peers of one role share a group prior (nodes with
+    nodes, clients with clients), so a new peer starts from what its kind has shown."""
+    config = redis_detector_config(poll_interval_s, dead_after_s)
+    priors: dict[str, GroupPrior] = {}
+
+    def make(role: str) -> FailureDetector:
+        prior = priors.get(role)
+        if prior is None:
+            prior = priors[role] = GroupPrior(config.dead_memory_s, config.anomaly_memory_s)
+        return FailureDetector(config, prior=prior)
+
+    return make
 
 
 @dataclass
@@ -86,7 +108,7 @@ class Peer:
 class PeerTable:
     """Every peer seen in the beats hash, each with its own detector."""
 
-    make_detector: Callable[[], Detector]
+    make_detector: Callable[[str], Detector]  # by the peer's role
     peers: dict[bytes, Peer] = field(default_factory=dict)
 
     def update(
@@ -100,7 +122,7 @@ class PeerTable:
             sent_ns, _interval_s, role, asks = value[:4]
             peer = self.peers.get(name)
             if peer is None:
-                peer = self.peers[name] = Peer(self.make_detector(), role=str(role))
+                peer = self.peers[name] = Peer(self.make_detector(str(role)), role=str(role))
             if sent_ns != peer.last_sent_ns:
                 peer.last_sent_ns = sent_ns
                 peer.last_seen_s = received_at_s

@@ -56,9 +56,9 @@ from .liveness import (
     PeerTable,
     PeerView,
     beat_value,
+    group_detectors,
     negotiated_interval,
     peer_views,
-    redis_detector,
 )
 from .scripts import Scripts, taken_entries
 from .trim import safe_trim_id
@@ -157,8 +157,13 @@ class WorkerNode:
         self._dispatcher = Dispatcher(
             self._engine, self.registry, self._job_done, config.wall_ns, self._client_offset_ns
         )
-        make = config.detector_factory or redis_detector
-        self._peers = PeerTable(lambda: make(config.beat_interval_s, config.dead_after_s))
+        poll_s, dead_after_s = config.beat_interval_s, config.dead_after_s
+        custom = config.detector_factory
+        self._peers = PeerTable(
+            group_detectors(poll_s, dead_after_s)
+            if custom is None
+            else lambda role: custom(poll_s, dead_after_s)
+        )
         self.beat_interval_s = negotiated_interval(config.beat_interval_s)  # as peers ask
         self._beaten_at = -math.inf
         self._inflight: dict[bytes, InFlight] = {}

@@ -37,7 +37,7 @@ import msgpack  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from adapters.redis import PeerTable, beat_value, redact, redis_detector
+from adapters.redis import PeerTable, beat_value, group_detectors, redact
 from adapters.sqlite import SqliteStore, Write
 
 from .cli import Config
@@ -89,7 +89,7 @@ class RedisFrontier:
         prefix = config.redis_prefix
         self.keys = (f"{prefix}:stream", f"{prefix}:seen", f"{prefix}:results")
         self._beats_key = f"{prefix}:crawlers"
-        self._peers = PeerTable(lambda: redis_detector(BEAT_INTERVAL_S, DEAD_AFTER_S))
+        self._peers = PeerTable(group_detectors(BEAT_INTERVAL_S, DEAD_AFTER_S))
         self._beat_every_s = BEAT_INTERVAL_S  # until the other crawlers ask for another
         self._handed_out_key = f"{prefix}:handed-out"
         self._max_pages = config.max_pages

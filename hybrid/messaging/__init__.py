@@ -14,6 +14,7 @@ from hybrid.messaging.envelope import Echo, Envelope, new_id
 from hybrid.messaging.faulty import FaultPlan, FaultyTransport, SkewedClock
 from hybrid.messaging.group import PeerGroup
 from hybrid.messaging.heartbeat import HeartbeatSchedule
+from hybrid.messaging.prior import Evidence, GroupPrior
 from hybrid.messaging.transport import InMemoryNetwork, InMemoryTransport, Transport
 
 from .._errors import RejectedMessage, TransportClosed, UnknownPeer
@@ -26,9 +27,11 @@ __all__ = [
     "Echo",
     "Endpoint",
     "Envelope",
+    "Evidence",
     "FailureDetector",
     "FaultPlan",
     "FaultyTransport",
+    "GroupPrior",
     "HeartbeatSchedule",
     "InMemoryNetwork",
     "InMemoryTransport",

@@ -6,15 +6,21 @@ the peer's last ``sent_time`` plus the interval it beats at plus the mean of rec
 a peer whose clock is seconds off (or drifting) is judged exactly like a synchronised one.
 
 How late past that expectation is too late comes from the peer's measured behaviour, not
-a normal fit (phi accrual's weak point with heavy tails): two margins, each a factor times
-the worst lateness seen over a window, plus a floor.
+a normal fit (phi accrual's weak point with heavy tails): two margins over windows of
+lateness, plus a floor.
 
-* SUSPECT margin: network lateness over the last minute.
-* DEAD margin: network lateness plus the sender's own pauses over the last hours, widened
-  while few anomalies have been seen, and never below a prior that starts at
-  ``initial_allowance_s`` and halves every ``trust_half_life_s`` of acquaintance (four
-  times slower once the peer has shown a pause or a spike): a peer earns fast conviction
-  by beating steadily.
+* SUSPECT margin: a factor times the worst network lateness over the last minute.
+* DEAD margin (:func:`~hybrid.messaging.prior.evidence_margin_s`): over the last hours,
+  the worst everyday lateness extended by a few times the scale of its tail (everyday
+  lateness is sampled thousands of times, so its tail is measured, not guessed), or the
+  worst delay spike widened by a factor that shrinks as more spikes are seen (they are
+  rare, and the next may be larger); plus the sender's worst pause, widened the same way.
+* The DEAD margin never goes below a prior. With a :class:`~hybrid.messaging.GroupPrior`
+  that has seen ``prior_min_observations`` messages, the prior is the margin the group's
+  pooled evidence calls for, so a peer met a second ago is judged like its neighbours.
+  Without one, it is ``initial_allowance_s``, halving every ``trust_half_life_s`` of
+  acquaintance (four times slower once the peer has shown a pause or a spike): a peer
+  earns fast conviction by beating steadily.
 
 Each arrival is split in two: a ``sent_time`` later than the peer's interval allows means
 the *sender* paused (its process stalled; it did come back); a ``received_at - sent_time``
@@ -31,10 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from hybrid.messaging._window import WindowMax, WindowMean
+from hybrid.messaging.prior import Evidence, GroupPrior, margin_s
 
 PAUSE_FRACTION = 0.5  # a send later than the interval by this fraction of it is a pause
 
@@ -70,15 +78,25 @@ class DetectorConfig:
         suspect_factor: SUSPECT margin = factor * recent worst lateness + floor.
         suspect_floor_s: see ``suspect_factor``.
         suspect_memory_s: how far back "recent" goes for the SUSPECT margin.
-        dead_factor: DEAD margin = factor * (worst lateness + worst pause) + floor.
-        dead_floor_s: see ``dead_factor``.
-        dead_memory_s: how far back lateness and pauses count for the DEAD margin.
-        initial_allowance_s: the DEAD margin granted to a peer not yet known.
+        dead_factor: the factor on the worst spike and the worst pause in the DEAD margin
+            (see :func:`~hybrid.messaging.prior.evidence_margin_s`).
+        dead_floor_s: added to the DEAD margin.
+        dead_memory_s: how far back everyday lateness counts for the DEAD margin.
+        anomaly_memory_s: how far back delay spikes and pauses count for the DEAD margin:
+            they are rare, so a few hours hold too few of them to know their worst.
+        tail_extrapolation: everyday lateness counts in the DEAD margin as its worst value
+            plus this many times its tail scale (the mean positive lateness). For an
+            exponential tail, ``k`` scales cover ``e**k`` times more messages than the
+            memory held at the same odds of one being later.
+        initial_allowance_s: the DEAD margin granted to a peer not yet known, when no
+            group prior with enough evidence is given.
         trust_half_life_s: acquaintance after which that allowance has halved.
         bumpy_trust_half_life_s: the same, once the peer has shown an anomaly.
         anomaly_s: a pause or a network lateness at least this long is an anomaly. Each
             one also counts as a sample of the tail: with few of them, the DEAD margin
             takes a wider safety factor (``dead_factor * (1 + 1 / (1 + anomalies))``).
+        prior_min_observations: the messages a group prior must have pooled before it
+            replaces ``initial_allowance_s``.
         max_poll_gap_s: a longer gap between ``state()`` calls means the local loop
             stalled; call ``state()`` at least twice as often.
         stall_grace_s: how long escalation is held after a local stall.
@@ -95,10 +113,13 @@ class DetectorConfig:
     dead_factor: float = 1.2
     dead_floor_s: float = 0.1
     dead_memory_s: float = 6 * 3600.0
+    anomaly_memory_s: float = 24 * 3600.0
+    tail_extrapolation: float = 6.0  # e**6 = 400 times the memory's messages
     initial_allowance_s: float = 5.0  # covers a process or VM pause of a few seconds
     trust_half_life_s: float = 1800.0
     bumpy_trust_half_life_s: float = 7200.0
     anomaly_s: float = 0.5
+    prior_min_observations: int = 1000  # five minutes of three peers at 1 beat/s
     max_poll_gap_s: float = 0.15
     stall_grace_s: float = 0.2
 
@@ -139,10 +160,20 @@ class FailureDetector:
     subscribers (:meth:`subscribe`) and awaiters (:meth:`changed`, :meth:`wait_for`).
     A message from a peer marked DEAD brings it back to ALIVE (counted in
     ``resurrections``).
+
+    Args:
+        config: the tuning; the defaults suit peers beating over a network.
+        prior: evidence pooled over the peer's group, shared by the group's detectors: it
+            sets the DEAD margin of a peer too new to have shown its own tail (instead of
+            ``initial_allowance_s``), and this detector adds what it sees to it. It only
+            ever widens the margin the peer's own evidence calls for.
     """
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(
+        self, config: DetectorConfig | None = None, prior: GroupPrior | None = None
+    ) -> None:
         self.config = config = config or DetectorConfig()
+        self.prior = prior
         self.observations = 0
         self.pauses = 0
         self.loop_stalls = 0
@@ -152,22 +183,24 @@ class FailureDetector:
         self._state = PeerState.ALIVE
         self._transits = WindowMean(config.arrival_window)
         self._recent_late = WindowMax(config.suspect_memory_s)
-        self._net_late = WindowMax(config.dead_memory_s)
-        self._pause = WindowMax(config.dead_memory_s)
-        self._interval_s = max(
-            config.shortest_interval_s,
-            min(config.max_interval_s, config.initial_allowance_s * config.interval_per_margin),
-        )
-        self._regular_gap_s = self._interval_s
+        self._jitter_late = WindowMax(config.dead_memory_s)
+        self._late_scale = WindowMean(config.arrival_window)
+        self._spike_late = WindowMax(config.anomaly_memory_s)
+        self._pause = WindowMax(config.anomaly_memory_s)
         self._first_at = 0.0
         self._trusting = config.initial_allowance_s > 0
+        self.dead_margin_s = self._prior_margin_s(0.0)
+        self._interval_s = max(
+            config.shortest_interval_s,
+            min(config.max_interval_s, self.dead_margin_s * config.interval_per_margin),
+        )
+        self._regular_gap_s = self._interval_s
         self._last_sent = float("-inf")
         self._last_poll: float | None = None
         self._hold_until = float("-inf")
         self._pending_pause: tuple[float, float, float] | None = None  # gap start, end, pause
         self.expected_arrival_s = float("inf")
         self.suspect_margin_s = config.suspect_floor_s
-        self.dead_margin_s = config.initial_allowance_s
         self._suspect_at = self._dead_at = float("inf")
         self._subscribers: list[Callable[[StateChange], None]] = []
         self._waiters: list[tuple[PeerState | None, asyncio.Future[StateChange]]] = []
@@ -184,6 +217,8 @@ class FailureDetector:
     def observe(self, sent_time: float, received_at: float) -> None:
         """Account for one message from the peer (seconds: its clock, then ours)."""
         self.observations += 1
+        if self.prior is not None:
+            self.prior.observations += 1
         transit_s = received_at - sent_time
         if self.observations == 1:
             self._first_at, self._last_sent = received_at, sent_time
@@ -216,36 +251,75 @@ class FailureDetector:
         if received_at < self._hold_until:
             return  # read late because this process stalled: no evidence about the network
         self._transits.add(transit_s)
+        episode = late_s >= self.config.anomaly_s
         if late_s > 0:
             self._recent_late.add(late_s, received_at)
-            self._net_late.add(late_s, received_at)
-        episode = late_s >= self.config.anomaly_s
-        self.anomalies += episode and not self._in_late_episode
+            if episode:
+                self._spike_late.add(late_s, received_at)
+            else:
+                self._jitter_late.add(late_s, received_at)
+                self._late_scale.add(late_s)
+            if self.prior is not None:
+                self.prior.add_late(late_s, episode, received_at)
+        if episode and not self._in_late_episode:
+            self._count_anomaly()
         self._in_late_episode = episode
+
+    def _count_anomaly(self) -> None:
+        self.anomalies += 1
+        if self.prior is not None:
+            self.prior.anomalies += 1
 
     def _commit_pause(self, now: float) -> None:
         """Count the last gap as a pause once no reordered message has filled it."""
         if self._pending_pause is not None:
+            pause_s = self._pending_pause[2]
             self.pauses += 1
-            self.anomalies += self._pending_pause[2] >= self.config.anomaly_s
-            self._pause.add(self._pending_pause[2], now)
+            if pause_s >= self.config.anomaly_s:
+                self._count_anomaly()
+            self._pause.add(pause_s, now)
+            if self.prior is not None:
+                self.prior.add_pause(pause_s, now)
             self._pending_pause = None
+
+    def evidence(self) -> Evidence:
+        """Return what this peer alone has shown, as plain data."""
+        return Evidence(
+            self.observations,
+            self._jitter_late.value,
+            self._late_scale.mean,
+            self._spike_late.value,
+            self._pause.value,
+            self.anomalies,
+        )
+
+    def _prior_margin_s(self, now: float) -> float:
+        """The DEAD margin granted before the peer's own evidence counts, in seconds."""
+        config = self.config
+        prior = self.prior
+        if prior is not None and prior.observations >= config.prior_min_observations:
+            return prior.margin_s(config)
+        if not self._trusting:
+            return 0.0
+        age_s = now - self._first_at
+        half_life_s = config.bumpy_trust_half_life_s if self.anomalies else config.trust_half_life_s
+        allowance_s = config.initial_allowance_s * math.exp2(-age_s / half_life_s)
+        self._trusting = allowance_s > config.dead_floor_s / 100  # negligible from then on
+        return allowance_s
 
     def _update_margins(self, now: float) -> None:
         config = self.config
-        prior_s = 0.0
-        if self._trusting:
-            age_s = now - self._first_at
-            half_life_s = (
-                config.bumpy_trust_half_life_s if self.anomalies else config.trust_half_life_s
-            )
-            prior_s = config.initial_allowance_s * 0.5 ** (age_s / half_life_s)
-            self._trusting = prior_s > config.dead_floor_s / 100  # negligible from then on
-        factor = config.dead_factor * (1 + 1 / (1 + self.anomalies))
-        measured_s = factor * (self._net_late.value + self._pause.value)
         self.suspect_margin_s = config.suspect_factor * self._recent_late.value
         self.suspect_margin_s += config.suspect_floor_s
-        self.dead_margin_s = max(prior_s, measured_s + config.dead_floor_s, self.suspect_margin_s)
+        measured_s = margin_s(
+            config,
+            self._jitter_late.value,
+            self._late_scale.mean,
+            self._spike_late.value,
+            self._pause.value,
+            self.anomalies,
+        )
+        self.dead_margin_s = max(self._prior_margin_s(now), measured_s, self.suspect_margin_s)
         self._interval_s = min(
             config.max_interval_s,
             max(config.shortest_interval_s, self.dead_margin_s * config.interval_per_margin),

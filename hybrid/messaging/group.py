@@ -4,6 +4,11 @@ When most peers turn late in the same poll, the likelier story is that this proc
 loop, its reader, its network interface) fell behind, not that they all died together.
 The group then holds escalation for ``mass_hold_s``; if none of them is heard from in that
 time, the rule is spent and they are judged one by one as usual.
+
+The group also pools what its peers have shown (:class:`~hybrid.messaging.GroupPrior`), so a
+peer met a moment ago is judged with the margins its neighbours earned, not a blank
+allowance. Code that keeps its own table of detectors gets the same by creating them with
+``FailureDetector(group.config, prior=group.prior)``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from hybrid.messaging.detector import DetectorConfig, FailureDetector, PeerState
+from hybrid.messaging.prior import GroupPrior
 
 PeerId = TypeVar("PeerId", bound=Hashable)
 
@@ -24,6 +30,10 @@ class PeerGroup(Generic[PeerId]):
         mass_fraction: the share of peers escalating in one poll that means a local stall.
         min_peers: below this many peers the mass rule does not apply.
         mass_hold_s: how long escalation is held when the mass rule fires, in seconds.
+
+    Attributes:
+        prior: the evidence pooled over every peer the group's detectors have judged,
+            removed ones included; each new detector starts from it.
     """
 
     def __init__(
@@ -38,18 +48,19 @@ class PeerGroup(Generic[PeerId]):
         self.min_peers = min_peers
         self.mass_hold_s = mass_hold_s
         self.mass_stalls = 0
+        self.prior = GroupPrior(self.config.dead_memory_s, self.config.anomaly_memory_s)
         self._detectors: dict[PeerId, FailureDetector] = {}
         self._rule_armed = True
 
     def detector(self, peer: PeerId) -> FailureDetector:
-        """Return the peer's detector, creating it on first use."""
+        """Return the peer's detector, creating it on first use with the group's prior."""
         found = self._detectors.get(peer)
         if found is None:
-            found = self._detectors[peer] = FailureDetector(self.config)
+            found = self._detectors[peer] = FailureDetector(self.config, prior=self.prior)
         return found
 
     def remove(self, peer: PeerId) -> None:
-        """Forget a peer (it left or was replaced)."""
+        """Forget a peer (it left or was replaced); what it showed stays in the prior."""
         self._detectors.pop(peer, None)
 
     def observe(self, peer: PeerId, sent_time: float, received_at: float) -> None:

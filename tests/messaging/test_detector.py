@@ -203,3 +203,33 @@ def test_a_fixed_rate_local_peer_is_suspected_quickly_when_it_hangs() -> None:
     while detector.state(now) is PeerState.ALIVE:
         now += 0.01
     assert now - last_sent < 0.25
+
+
+def delay_spike(detector: FailureDetector, held_s: float, latency_s: float = 0.2) -> float:
+    """Hold every beat the peer sends for ``held_s``, then drain; return when it ended."""
+    interval_s = detector.heartbeat_interval()
+    first_sent = detector.expected_arrival_s - latency_s
+    released_at = first_sent + latency_s + held_s
+    silence(detector, start_s=first_sent, until_s=released_at)  # the first may convict
+    sent = first_sent
+    while sent + latency_s < released_at:
+        detector.observe(sent, released_at)
+        sent += interval_s
+    return sent
+
+
+def test_a_delay_spike_is_remembered_longer_than_everyday_lateness() -> None:
+    """Regression: on a spiky WAN a peer whose last hours held only small spikes was
+    convicted by a larger one: the worst spike must outlive the everyday memory."""
+    for anomaly_memory_s, remembered in ((600.0, True), (60.0, False)):
+        config = DetectorConfig(
+            initial_allowance_s=0.0, dead_memory_s=60.0, anomaly_memory_s=anomaly_memory_s
+        )
+        detector = FailureDetector(config)
+        steady(detector, until_s=30.0, latency_s=0.2)
+        resumed = delay_spike(detector, held_s=1.5)
+        steady(detector, start_s=resumed, until_s=200.0, latency_s=0.2)
+        resumed = delay_spike(detector, held_s=0.6)  # a small one, 3 minutes later
+        steady(detector, start_s=resumed, until_s=260.0, latency_s=0.2)
+        assert detector.pauses == 0
+        assert (detector.dead_margin_s > 1.5 * config.dead_factor) is remembered

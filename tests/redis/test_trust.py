@@ -114,7 +114,7 @@ async def test_a_replayed_signed_job_runs_once(
 
 
 def test_a_beat_that_does_not_verify_is_ignored() -> None:
-    table = PeerTable(lambda: redis_detector(0.2, 0.8))
+    table = PeerTable(lambda role: redis_detector(0.2, 0.8))
     secret = b"beats"
     signed = beat_value(10**18, 0.2, "node", secret, b"node-a")
     unsigned = beat_value(10**18, 0.2, "node")
