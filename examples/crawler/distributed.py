@@ -8,7 +8,10 @@ crawl (running the command again resumes it); delete them to start afresh.
 A URL is queued when it is first added to the seen set, in the same Lua script.
 Completing a URL is one script too: it records the result, queues the new links and
 acknowledges the entry, but only if this crawler still owns the entry; so each URL gets
-one result even when its entry was taken over.
+one result even when its entry was taken over. A page reached through an alias (a
+redirect, a same-host ``rel=canonical``) claims its identity in the seen set in that
+script: only the crawler that added it stores the page, and its aliases join the seen set
+so that no crawler queues them again.
 
 A crawler keeps the entries it holds alive by re-claiming them every second; entries of
 a crawler that died stay idle, and after :data:`TAKEOVER_IDLE_S` another crawler takes
@@ -34,6 +37,7 @@ from adapters.sqlite import SqliteStore, Write
 
 from .cli import Config
 from .frontier import INSERT_OUTCOME, INSERT_PAGE, Job, Outcome
+from .identity import identity_writes, safe_text
 from .recent import RecentSet
 
 GROUP = "crawlers"
@@ -54,18 +58,24 @@ for i = 2, #ARGV do
 end
 return added
 """
-# KEYS: stream, seen, results. ARGV: group, consumer, id, url, state, depth, link...
+# KEYS: stream, seen, results.
+# ARGV: group, consumer, id, url, state, depth, identity, alias count, alias..., link...
+# Returns 0 (not the owner any more), 1 (recorded) or 2 (recorded, and the page is ours).
 COMPLETE_SCRIPT = """
 local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
 if #owner == 0 then return 0 end
-for i = 7, #ARGV do
+local claimed = 1
+if ARGV[7] ~= ARGV[4] then claimed = redis.call('SADD', KEYS[2], ARGV[7]) end
+local links = 9 + tonumber(ARGV[8])
+for i = 9, links - 1 do redis.call('SADD', KEYS[2], ARGV[i]) end
+for i = links, #ARGV do
   if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
     redis.call('XADD', KEYS[1], '*', 'url', ARGV[i], 'depth', ARGV[6])
   end
 end
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-return 1
+return 1 + claimed
 """
 
 
@@ -138,7 +148,8 @@ class RedisFrontier:
         task.add_done_callback(self._pending_writes.discard)
 
     def record_unqueued(self, url: str, depth: int, state: int, reason: str) -> None:
-        self.store.submit([Write(INSERT_OUTCOME, [(url, depth, state, 0, reason)])])
+        row = (safe_text(url), depth, state, 0, safe_text(reason))
+        self.store.submit([Write(INSERT_OUTCOME, [row])])
 
     def queued_in_memory(self) -> int:
         return len(self._window)
@@ -158,21 +169,22 @@ class RedisFrontier:
 
     async def _complete_one(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None:
         depth = links[0][1] if links else job.depth + 1
+        identity = outcome.identity or job.url
+        aliases = [alias for alias in outcome.aliases if alias not in (job.url, identity)]
         try:
             owned = await self._complete(
                 keys=self.keys,
-                args=[GROUP, self.consumer, job.key, job.url, outcome.state, depth]
+                args=[GROUP, self.consumer, job.key, job.url, outcome.state, depth, identity]
+                + [len(aliases), *aliases]
                 + [url for url, _ in links],
             )
             if owned:
-                writes = [
-                    Write(
-                        INSERT_OUTCOME,
-                        [(job.url, job.depth, outcome.state, outcome.status, outcome.reason)],
-                    )
-                ]
-                if outcome.page is not None:
-                    writes.append(Write(INSERT_PAGE, [outcome.page]))
+                reason = safe_text(outcome.reason)
+                row = (job.url, job.depth, outcome.state, outcome.status, reason)
+                writes = [Write(INSERT_OUTCOME, [row])]
+                writes += identity_writes(
+                    job.url, job.depth, outcome, INSERT_PAGE, store_page=owned == 2
+                )
                 await self.store.write(writes)
         finally:
             self._held.discard(job.key)

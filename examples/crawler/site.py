@@ -55,7 +55,7 @@ TRAP_LINKS = (
     "/trap/busy",  # 429 with Retry-After once, then the page
     "/trap/binary",  # random bytes served as text/html
     "/trap/malformed",  # broken HTML that still has links
-    "/trap/image.png",  # not HTML
+    "/trap/image",  # not HTML, and no extension says so: only its Content-Type
     "/trap/missing",  # 404
     "/private/secret",  # disallowed by robots.txt
     "/trap/based",  # a <base href>, a nofollow link and a canonical link
@@ -154,7 +154,7 @@ class SyntheticSite:
         routes.add_get("/trap/busy", self._busy)
         routes.add_get("/trap/binary", self._binary)
         routes.add_get("/trap/malformed", self._malformed)
-        routes.add_get("/trap/image.png", self._image)
+        routes.add_get("/trap/image", self._image)
         routes.add_get("/private/secret", self._html("<title>secret</title>"))
         routes.add_get("/trap/based", self._html(BASED_PAGE))
         routes.add_get("/base/target", self._html("<title>base target</title>"))
