@@ -25,10 +25,13 @@ from .dispatch import ParseDispatcher
 from .frontier import Job, Outcome
 from .identity import ALIAS, DONE, FAILED, SKIPPED, STATE_NAMES, alias_reason
 from .parsed import Parsed
+from .recent import RecentSet
 from .robots import RobotsCache
 from .urls import InvalidUrl, Scope, extension_refusal, normalise
 
 LATENCY_SAMPLES_KEPT = 50_000  # fetch transit samples kept for percentiles
+# URLs handed out or stored this run that a redirect need not request again (about 2 MB).
+KNOWN_URLS_KEPT = 20_000
 
 
 class Frontier(Protocol):
@@ -104,6 +107,9 @@ class Crawl:
         self.robots = robots
         self.parser = parser
         self.stats = CrawlStats()
+        # A prefilter only: the database's unique pages.url is what stores a page once.
+        self._known = RecentSet(KNOWN_URLS_KEPT)
+        self._stored_elsewhere = RecentSet(KNOWN_URLS_KEPT)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -135,13 +141,26 @@ class Crawl:
 
     async def _hop_refusal(self, url: str) -> str | None:
         refusal = await self.refusal(url)
-        return None if refusal is None else f"{refusal}: redirect to {url[:300]}"
+        if refusal is not None:
+            return f"{refusal}: redirect to {url[:300]}"
+        if _normal(url) in self._known:
+            return KNOWN_TARGET  # crawled, or being crawled, through its own URL
+        return None
 
     async def _crawl_one(self, job: Job) -> tuple[Outcome, list[tuple[str, int]]]:
         refusal = await self.refusal(job.url)
         if refusal is not None:
             return Outcome(SKIPPED, reason=refusal), []
+        if job.url in self._stored_elsewhere:
+            return Outcome(DONE, reason=STORED_ELSEWHERE), []
+        self._known.add_new(job.url)
         fetched = await self.fetcher.fetch(job.url, check_hop=self._hop_refusal)
+        if fetched.error == KNOWN_TARGET:
+            identity = _normal(fetched.final_url)
+            aliases = tuple(_normal(url) for url in fetched.chain)
+            return Outcome(
+                ALIAS, fetched.status, alias_reason(identity), None, identity, aliases
+            ), []
         if fetched.status:
             self.stats.record_transit(fetched.transit_s)
         if not fetched.ok:
@@ -162,12 +181,19 @@ class Crawl:
         identity = identity_of(final_url, parsed.canonical, self.settings.scope)
         aliases = tuple(dict.fromkeys(_normal(url) for url in (*fetched.chain, final_url)))
         page = _page_row(identity, final_url, job, fetched, parsed)
+        if identity != job.url:
+            self._known.add_new(identity)
+            self._stored_elsewhere.add_new(identity)
         if identity == job.url:
             return Outcome(
                 DONE, fetched.status, page=page, identity=identity, aliases=aliases
             ), links
         reason = alias_reason(identity)
         return Outcome(ALIAS, fetched.status, reason, page, identity, aliases), links
+
+
+KNOWN_TARGET = "redirect to a URL already known"
+STORED_ELSEWHERE = "stored through an alias"
 
 
 def identity_of(final_url: str, canonical: str | None, scope: Scope) -> str:
