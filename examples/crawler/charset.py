@@ -59,7 +59,7 @@ def browser_codec(label: str | None) -> str | None:
         return None
     try:
         name = codecs.lookup(label.strip().strip("\"'")).name
-        b"".decode(name)  # LookupError for a bytes-to-bytes codec such as base64
+        b"a".decode(name, "ignore")  # LookupError for a bytes-to-bytes codec such as base64
     except (LookupError, ValueError, UnicodeError):
         return None
     if name in REFUSED_CODECS:

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
@@ -243,10 +244,16 @@ async def _slow(request: web.Request) -> web.Response:
     return web.Response(text="too late", content_type="text/html")
 
 
-class RunningSite:
-    """A :class:`SyntheticSite` served on 127.0.0.1; use ``async with``."""
+class Site(Protocol):
+    """A site that can be served: :class:`SyntheticSite` or ``realsite.RealWorldSite``."""
 
-    def __init__(self, site: SyntheticSite, port: int = 0) -> None:
+    def app(self) -> web.Application: ...
+
+
+class RunningSite:
+    """A :class:`Site` served on 127.0.0.1; use ``async with``."""
+
+    def __init__(self, site: Site, port: int = 0) -> None:
         self.site = site
         self.port = port
         self._runner: web.AppRunner | None = None

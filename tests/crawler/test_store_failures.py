@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from adapters.sqlite import SqliteStore, StoreFailed, Write
 from examples.crawler.frontier import DONE, FAILED, SCHEMA, Outcome, SqliteFrontier
+from examples.crawler.site import RunningSite, SyntheticSite
+
+from .support import run_crawler
 
 ITEMS = ("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",)
 INSERT = "INSERT INTO item (name) VALUES (?)"
@@ -43,11 +47,11 @@ class DyingWriter(SqliteStore):
 
     commits_left = 1
 
-    async def _run_transaction(self, calls: object) -> None:  # type: ignore[override]
+    async def _run_transaction(self, calls: Sequence[Sequence[Write]]) -> None:
         if self.commits_left == 0:
             raise WriterCrash
         self.commits_left -= 1
-        await super()._run_transaction(calls)  # type: ignore[arg-type]
+        await super()._run_transaction(calls)
 
 
 async def test_a_dead_writer_fails_every_pending_and_later_write_instead_of_hanging(
@@ -126,3 +130,22 @@ _REJECT_STATE = (
     "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
 )
 
+
+
+async def test_a_crawl_whose_store_refuses_every_outcome_ends_with_one_clear_error(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "broken.sqlite"
+    store = await SqliteStore.open(db, SCHEMA)
+    await store.write([Write(_REJECT_STATE, [()])])
+    await store.close()
+    site = SyntheticSite(pages=50, links=4, page_bytes=1024)
+    async with RunningSite(site) as running:
+        code, _, err = await run_crawler(
+            f"{running.url}/p/0", "--db", str(db), "--workers", "1", timeout_s=60
+        )
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: the crawl stopped: cannot record the crawl's outcomes")
+    assert "disk says no" in lines[-1]
+    assert "Traceback" not in err
