@@ -212,13 +212,13 @@ class RealWorldSite:
 def _alias_href(rng: random.Random, n: int) -> str:
     """A link to post ``n`` in one of the forms real sites mix."""
     roll = rng.random()
-    if roll < 0.6:
+    if roll < 0.8:
         return f"/post/post-{n}"
-    if roll < 0.75:
+    if roll < 0.86:
         return f"/p/{n}"
-    if roll < 0.85:
+    if roll < 0.92:
         return f"/old/post-{n}"
-    if roll < 0.95:
+    if roll < 0.97:
         return f"/post/post-{n}?utm_source=related"
     return f"/post/post-{n}/"
 
