@@ -38,6 +38,10 @@ class Frontier(Protocol):
     """What the crawl needs from a frontier (SQLite or Redis)."""
 
     stopping: bool
+    # True when this process stores every page of the crawl (SQLite): a page stored here
+    # through an alias need not be fetched through its own URL. False when crawlers share
+    # the frontier, and whichever claimed the identity first stores it.
+    stores_every_page: bool
 
     async def next(self) -> Job | None: ...
 
@@ -151,7 +155,7 @@ class Crawl:
         refusal = await self.refusal(job.url)
         if refusal is not None:
             return Outcome(SKIPPED, reason=refusal), []
-        if job.url in self._stored_elsewhere:
+        if self.frontier.stores_every_page and job.url in self._stored_elsewhere:
             return Outcome(DONE, reason=STORED_ELSEWHERE), []
         self._known.add_new(job.url)
         fetched = await self.fetcher.fetch(job.url, check_hop=self._hop_refusal)

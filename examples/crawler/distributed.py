@@ -86,6 +86,7 @@ class RedisFrontier:
         self.client = client
         self.store = store
         self.stopping = False
+        self.stores_every_page = False  # another crawler may hold a page's identity
         prefix = config.redis_prefix
         self.keys = (f"{prefix}:stream", f"{prefix}:seen", f"{prefix}:results")
         self._handed_out_key = f"{prefix}:handed-out"

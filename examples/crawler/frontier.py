@@ -140,6 +140,7 @@ class SqliteFrontier:
         self._refill_lock = asyncio.Lock()
         self._failure: StoreFailed | None = None
         self.stopping = False
+        self.stores_every_page = True
 
     async def start(self, seeds: Iterable[str]) -> int:
         """Queue ``seeds`` (known URLs are ignored); return outcomes already recorded."""
