@@ -169,7 +169,7 @@ class Crawl:
             self.stats.record_transit(fetched.transit_s)
         if not fetched.ok:
             state = SKIPPED if fetched.filtered else FAILED
-            return Outcome(state, fetched.status, fetched.error, aliases=fetched.chain[1:]), []
+            return Outcome(state, fetched.status, fetched.error), []
         depth = job.depth + 1
         max_depth = self.settings.max_depth
         follow = max_depth is None or depth <= max_depth

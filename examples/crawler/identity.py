@@ -75,5 +75,6 @@ def identity_writes(
             Write(MARK_ALIAS, [(alias, depth, outcome.status, reason) for alias in others])
         )
     aliases = [alias for alias in {safe_text(url), *others} if alias != identity]
-    writes.append(Write(INSERT_ALIAS, [(alias, identity) for alias in aliases]))
+    if aliases:
+        writes.append(Write(INSERT_ALIAS, [(alias, identity) for alias in aliases]))
     return writes
