@@ -4,8 +4,9 @@ What it does for each URL: per-host concurrency limits and pacing (a fixed delay
 robots.txt's Crawl-delay, and an AutoThrottle-style delay that follows the host's
 latency), connect/read/total timeouts, retries with exponential backoff and jitter for
 transient failures (connection errors, timeouts, 429 and 5xx, honouring ``Retry-After``),
-redirects followed by hand up to a limit with loop detection, a content-type filter
-applied before the body is read, and a body size cap that cuts a huge or endless body
+redirects followed by hand up to a limit with loop detection (each hop first offered to
+the caller's ``check_hop``, so robots.txt can refuse it), a content-type filter applied
+before the body is read, and a body size cap that cuts a huge or endless body
 while streaming it (it is never buffered whole). Bodies are decompressed by aiohttp,
 and the cap applies to the decompressed bytes.
 
@@ -24,7 +25,7 @@ import asyncio
 import email.utils
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -39,6 +40,8 @@ TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 READ_CHUNK_BYTES = 64 * 1024
 CONTENT_ENCODING = "Content-Encoding"
 LATENCY_SMOOTHING = 0.3  # weight of the newest sample in the per-host latency average
+
+HopCheck = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,10 @@ class FetchResult:
         redirects: redirects followed.
         error: ``None`` on success, else a short reason such as ``"timeout"``,
             ``"dns: ..."``, ``"http 404"``, ``"redirect loop"`` or ``"too large"``.
-        filtered: the body was not read because its content type is not wanted (a skip
-            rather than a failure; ``error`` names the type).
+        filtered: the body was not read because its content type is not wanted, or a
+            redirect hop was refused (a skip rather than a failure; ``error`` says why).
+        charset: the ``charset`` parameter of the final ``Content-Type``, if any.
+        chain: the URLs requested before ``final_url``, in order (``url`` first).
     """
 
     url: str
@@ -73,6 +78,8 @@ class FetchResult:
     redirects: int = 0
     error: str | None = None
     filtered: bool = False
+    charset: str | None = None
+    chain: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -150,6 +157,7 @@ class _Reply:
     transient: bool = False
     retry_after_s: float | None = None
     filtered: bool = False
+    charset: str | None = None
 
 
 class AiohttpFetcher:
@@ -192,25 +200,42 @@ class AiohttpFetcher:
             name: host.latency_s for name, host in self._hosts.items() if host.latency_s is not None
         }
 
-    async def fetch(self, url: str) -> FetchResult:
+    async def fetch(self, url: str, *, check_hop: HopCheck | None = None) -> FetchResult:
         """Fetch ``url``, following redirects and retrying transient failures.
+
+        Args:
+            url: the URL to fetch (the caller has checked it may).
+            check_hop: called with each redirect target before it is requested; a
+                reason returned ends the fetch there, as ``filtered`` with that reason.
 
         Never raises for a per-URL problem: the result's ``error`` says what went wrong.
         """
-        current, visited, redirects, attempts, transit_s = url, {url}, 0, 0, 0.0
+        current, chain, attempts, transit_s = url, [url], 0, 0.0
         while True:
             reply, tries = await self._fetch_with_retries(current)
             attempts += tries
             transit_s += reply.transit_s
             if reply.location is None:
-                return _result(url, current, reply, attempts, redirects, transit_s)
-            target = urljoin(current, reply.location)
-            problem = _redirect_problem(target, visited, redirects, self.options.max_redirects)
-            if problem:
-                failed = _Reply(status=reply.status, error=problem, headers=reply.headers)
-                return _result(url, current, failed, attempts, redirects, transit_s)
-            visited.add(target)
-            current, redirects = target, redirects + 1
+                return _result(url, chain, reply, attempts, transit_s)
+            try:
+                target = urljoin(current, reply.location)
+            except ValueError:  # e.g. a broken IPv6 literal: reported as unsupported
+                target = reply.location
+            limit = self.options.max_redirects
+            problem = _redirect_problem(target, chain, len(chain) - 1, limit)
+            refusal = None if problem or check_hop is None else await check_hop(target)
+            if problem or refusal:
+                stopped = _Reply(
+                    status=reply.status,
+                    error=problem or refusal,
+                    headers=reply.headers,
+                    filtered=refusal is not None,
+                )
+                return _result(
+                    url, chain if problem else [*chain, target], stopped, attempts, transit_s
+                )
+            chain.append(target)
+            current = target
 
     async def _fetch_with_retries(self, url: str) -> tuple[_Reply, int]:
         attempt = 0
@@ -344,6 +369,7 @@ class AiohttpFetcher:
             body=body,
             error=f"http {status}" if status >= 400 else None,
             transit_s=loop.time() - started_at,
+            charset=_charset(response),
         )
 
     def _host(self, name: str) -> _Host:
@@ -391,9 +417,22 @@ def _retry_after_s(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _redirect_problem(target: str, visited: set[str], redirects: int, limit: int) -> str | None:
-    if urlsplit(target).scheme not in ("http", "https"):
-        return f"redirect to unsupported url {target[:100]}"
+def _charset(response: aiohttp.ClientResponse) -> str | None:
+    try:
+        return response.charset
+    except (ValueError, UnicodeError):  # a hostile Content-Type header
+        return None
+
+
+def _redirect_problem(target: str, visited: list[str], redirects: int, limit: int) -> str | None:
+    try:
+        scheme = urlsplit(target).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in ("http", "https"):
+        # The header's bytes are the server's: a lone surrogate must not reach a store.
+        shown = target[:100].encode("utf-8", "backslashreplace").decode("utf-8")
+        return f"redirect to unsupported url {shown}"
     if target in visited:
         return "redirect loop"
     if redirects >= limit:
@@ -402,20 +441,22 @@ def _redirect_problem(target: str, visited: set[str], redirects: int, limit: int
 
 
 def _result(
-    url: str, final_url: str, reply: _Reply, attempts: int, redirects: int, transit_s: float
+    url: str, chain: list[str], reply: _Reply, attempts: int, transit_s: float
 ) -> FetchResult:
     return FetchResult(
         url=url,
-        final_url=final_url,
+        final_url=chain[-1],
         status=reply.status,
         content_type=reply.content_type,
         body=reply.body,
         headers=reply.headers,
         transit_s=transit_s,
         attempts=attempts,
-        redirects=redirects,
+        redirects=len(chain) - 1,
         error=reply.error,
         filtered=reply.filtered,
+        charset=reply.charset,
+        chain=tuple(chain[:-1]),
     )
 
 

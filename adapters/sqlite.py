@@ -54,6 +54,10 @@ class SchemaTooNew(HybridError, RuntimeError):
     """The database was written by a newer program (its user_version is higher)."""
 
 
+class StoreFailed(HybridError, RuntimeError):
+    """The writer task stopped: nothing more can be written (the message says why)."""
+
+
 _Pending = tuple[Sequence[Write], "asyncio.Future[None]"]
 
 
@@ -80,8 +84,10 @@ class SqliteStore:
         self._task = asyncio.get_running_loop().create_task(
             self._write_forever(), name="sqlite-writer"
         )
+        self._task.add_done_callback(self._writer_stopped)
         self.commits = 0
         self.closed = False
+        self.failure: StoreFailed | None = None
 
     @classmethod
     async def open(
@@ -108,10 +114,17 @@ class SqliteStore:
         return cls(writer, reader, linger_s=linger_s)
 
     def submit(self, writes: Sequence[Write]) -> asyncio.Future[None]:
-        """Queue ``writes`` for the next transaction; the future resolves on commit."""
+        """Queue ``writes`` for the next transaction; the future resolves on commit.
+
+        The future fails with the call's own error (the other calls still commit), or
+        with :class:`StoreFailed` once the writer has stopped: it never waits forever.
+        """
         if self.closed:
             raise RuntimeError("the store is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            future.set_exception(self.failure)
+            return future
         self._queue.put_nowait((writes, future))
         return future
 
@@ -134,8 +147,8 @@ class SqliteStore:
             return
         self.closed = True
         self._queue.put_nowait(None)
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        # Waits without raising: a writer that died said why, through `failure`.
+        await asyncio.wait([self._task])
         await self._reader.close()
         await self._writer.close()
 
@@ -152,6 +165,19 @@ class SqliteStore:
             if stop:
                 return
 
+    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            cause = "cancelled"
+        elif (error := task.exception()) is not None:
+            cause = f"{type(error).__name__}: {error}"
+        else:
+            return  # closed normally
+        self.failure = StoreFailed(f"the SQLite writer stopped ({cause})")
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                _settle([item], self.failure)
+
     def _take_more(self, batch: list[_Pending]) -> bool:
         while len(batch) < BATCH_MAX_CALLS and not self._queue.empty():
             item = self._queue.get_nowait()
@@ -163,7 +189,9 @@ class SqliteStore:
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
             await self._run_transaction([writes for writes, _ in batch])
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            # Any error of one call (sqlite3.Error, or UnicodeEncodeError for a lone
+            # surrogate, OverflowError for a huge int...) fails that call, not the writer.
             if len(batch) == 1:
                 _settle(batch, exc)
                 return

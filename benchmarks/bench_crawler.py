@@ -2,7 +2,14 @@
 
 Run: ``python -m benchmarks.bench_crawler`` (options: ``--pages 20000``, ``--delay-ms 20``,
 ``--page-kb 50``, ``--links 20``, ``--repeats 1``, ``--baselines scrapy,crawlee``,
-``--skip-baselines``, ``--resume-only``).
+``--skip-baselines``, ``--resume-only``, ``--site realworld``).
+
+``--site realworld`` crawls ``examples/crawler/realsite.py`` instead (``--pages`` posts):
+redirects into a disallowed area, aliases, legacy charsets, binary links, errors, a
+calendar trap and hostile bytes, with robots.txt obeyed by both crawlers and a depth limit
+of :data:`REALWORLD_DEPTH`. hybrid and Scrapy run side by side in two settings, each
+crawler's own defaults for politeness (per host: 8 and 8) and one host at concurrency 64,
+and a table gives pages/s and the ratio.
 
 The synthetic site (``examples/crawler/site.py``) runs in its own process on 127.0.0.1
 and counts the pages it serves; throughput is served pages over the crawler's wall time
@@ -38,15 +45,32 @@ BASELINES = Path(__file__).resolve().parent / "crawler_baselines"
 BASELINE_VENV = Path(__file__).resolve().parent / ".venv-baselines"
 BASELINE_PACKAGES = ["scrapy", "crawlee[parsel]"]
 RSS_POLL_S = 0.1
+REALWORLD_DEPTH = 8  # the calendar trap is endless: both crawlers stop at this depth
+# (name, hybrid's options, Scrapy's settings) of each realworld setting.
+REALWORLD_SETTINGS = (
+    ("polite defaults", [], []),
+    (
+        "one host, 64",
+        ["--concurrency", "64", "--per-host", "64"],
+        ["-s", "CONCURRENT_REQUESTS=64", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=64"],
+    ),
+)
 
 
-def serve(port: int, pages: int, delay_s: float, page_bytes: int, links: int) -> None:
-    """Serve the synthetic site until killed, with /__served and /__reset for counting."""
+def serve(
+    port: int, pages: int, delay_s: float, page_bytes: int, links: int, kind: str = "synthetic"
+) -> None:
+    """Serve the site until killed, with /__served and /__reset for counting."""
     from aiohttp import web
 
+    from examples.crawler.realsite import RealWorldSite
     from examples.crawler.site import SyntheticSite
 
-    site = SyntheticSite(pages=pages, links=links, page_bytes=page_bytes, delay_s=delay_s)
+    site: SyntheticSite | RealWorldSite
+    if kind == "realworld":
+        site = RealWorldSite(posts=pages, links=links, page_bytes=page_bytes, delay_s=delay_s)
+    else:
+        site = SyntheticSite(pages=pages, links=links, page_bytes=page_bytes, delay_s=delay_s)
 
     async def served(request: web.Request) -> web.Response:
         return web.json_response({"total": sum(site.served.values()), "unique": len(site.served)})
@@ -66,15 +90,15 @@ def _get(url: str) -> Any:
         return json.load(response)
 
 
-def _ensure_baselines() -> Path:
+def _ensure_baselines(names: set[str] | None = None) -> Path:
     python = BASELINE_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True)
-    probe = subprocess.run(
-        [str(python), "-c", "import scrapy, crawlee, parsel"], capture_output=True
-    )
+    wanted = [p for p in BASELINE_PACKAGES if names is None or p.split("[")[0] in names]
+    modules = ", ".join(p.split("[")[0] for p in wanted)
+    probe = subprocess.run([str(python), "-c", f"import {modules}"], capture_output=True)
     if probe.returncode != 0:
-        pip = [str(python), "-m", "pip", "install", "-q", *BASELINE_PACKAGES]
+        pip = [str(python), "-m", "pip", "install", "-q", *wanted]
         subprocess.run(pip, check=True)
     return python
 
@@ -235,6 +259,62 @@ def run_crawlee(python: Path, site: str, heavy: bool, pages: int, work: Path) ->
     return result
 
 
+def run_realworld(
+    python: Path | None, site: str, setting: tuple[str, list[str], list[str]], work: Path
+) -> dict[str, dict[str, Any]]:
+    """hybrid, then Scrapy, on the realworld site with robots.txt obeyed and a depth limit."""
+    name, ours, theirs = setting
+    db, stats = work / "real.sqlite", work / "real.json"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _get(f"{site}/__reset")
+    command = [
+        sys.executable, "-m", "examples.crawler", f"{site}/", "--db", str(db),
+        "--max-depth", str(REALWORLD_DEPTH), "--stats-json", str(stats), *ours,
+    ]  # fmt: skip
+    results = {"hybrid": _run_measured(command, ROOT)}
+    results["hybrid"]["served"] = _get(f"{site}/__served")["total"]
+    results["hybrid"].update(json.loads(stats.read_text()))
+    if python is not None:
+        _get(f"{site}/__reset")
+        command = [
+            str(python), "-m", "scrapy", "runspider", "scrapy_spider.py",
+            "-a", f"start={site}/", "-a", "heavy=0", "-s", "ROBOTSTXT_OBEY=True",
+            "-s", f"DEPTH_LIMIT={REALWORLD_DEPTH}", "-s", "CONCURRENT_REQUESTS=16",
+            "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=8", *theirs,
+        ]  # fmt: skip
+        results["scrapy"] = _run_measured(command, BASELINES)
+        results["scrapy"]["served"] = _get(f"{site}/__served")["total"]
+    print(f"{name} done", file=sys.stderr)
+    return results
+
+
+def _report_realworld(args: argparse.Namespace, site: str, python: Path | None) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in REALWORLD_SETTINGS:
+            rows.append((setting[0], run_realworld(python, site, setting, Path(tmp))))
+    print(
+        f"\nrealworld site: {args.pages} posts, {args.page_kb} KB, {args.links} links, "
+        f"{args.delay_ms:g} ms server delay, depth {REALWORLD_DEPTH}, robots.txt obeyed, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(f"{'setting':16} {'hybrid/s':>9} {'scrapy/s':>9} {'ratio':>6}  notes")
+    for name, results in rows:
+        ours = results["hybrid"]
+        theirs = results.get("scrapy")
+        their_rate = _rate(theirs) if theirs else float("nan")
+        notes = (
+            f"hybrid: served {ours['served']}, stored {ours['pages_stored']}, "
+            f"{_memory(ours)}"
+            + (f"; scrapy: served {theirs['served']}, {_memory(theirs)}" if theirs else "")
+        )
+        print(
+            f"{name:16} {_rate(ours):9.0f} {their_rate:9.0f} "
+            f"{_rate(ours) / their_rate:6.2f}  {notes}"
+        )
+
+
 def _memory(result: dict[str, Any]) -> str:
     roles = result.get("peak_rss_by_role", {})
     detail = ", ".join(f"{role} {size / 2**20:.0f}" for role, size in sorted(roles.items()))
@@ -261,15 +341,18 @@ def main() -> None:
         "--baselines", default="scrapy,crawlee", help="comma-separated: scrapy, crawlee"
     )
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--resume-only", action="store_true", help="measure only the resume cost")
     parser.add_argument(
-        "--resume-only", action="store_true", help="measure only the resume cost"
+        "--site", choices=("synthetic", "realworld"), default="synthetic", help="site to crawl"
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.port, args.pages, args.delay_ms / 1000, args.page_kb * 1024, args.links)
+        kb = args.page_kb * 1024
+        serve(args.port, args.pages, args.delay_ms / 1000, kb, args.links, args.site)
         return
-    python = None if args.skip_baselines else _ensure_baselines()
+    names = {"scrapy"} if args.site == "realworld" else set(args.baselines.split(","))
+    python = None if args.skip_baselines else _ensure_baselines(names)
     site = f"http://127.0.0.1:{args.port}"
     server = subprocess.Popen(
         [
@@ -287,12 +370,17 @@ def main() -> None:
             str(args.page_kb),
             "--links",
             str(args.links),
+            "--site",
+            args.site,
         ],
         cwd=ROOT,
     )
     try:
         _wait_for(site)
-        _report(args, site, python)
+        if args.site == "realworld":
+            _report_realworld(args, site, python)
+        else:
+            _report(args, site, python)
     finally:
         server.terminate()
         server.wait()

@@ -16,7 +16,7 @@ from typing import Any
 
 import hybrid
 from adapters.aiohttp import AiohttpFetcher, FetchOptions
-from adapters.sqlite import SqliteStore
+from adapters.sqlite import SqliteStore, StoreFailed
 from hybrid.lag import LoopLagWatch
 
 from .cli import Config
@@ -41,8 +41,25 @@ async def run(config: Config, argv: list[str]) -> int:
         store = await _open_store(config)
         try:
             return await _crawl(config, store, argv)
+        except Exception as exc:
+            failure = _store_failure(exc)
+            if failure is None:
+                raise
+            print(f"error: the crawl stopped: {failure}", file=sys.stderr)
+            return 1
         finally:
             await store.close()
+
+
+def _store_failure(exc: BaseException) -> StoreFailed | None:
+    """The store failure inside ``exc`` (the fetch tasks' group wraps it), if any."""
+    if isinstance(exc, StoreFailed):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _store_failure(inner)) is not None:
+                return found
+    return None
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +115,7 @@ async def _crawl(config: Config, store: SqliteStore, argv: list[str]) -> int:
     ):
         frontier = await _make_frontier(config, store)
         robots = RobotsCache(robots_fetcher, fetcher, config.user_agent, obey=config.obey_robots)
-        settings = CrawlSettings(config.concurrency, config.max_depth)
+        settings = CrawlSettings(config.concurrency, config.max_depth, config.scope)
         parser = ParseDispatcher(engine, config.scope, config.hook)
         crawl = Crawl(settings, frontier, fetcher, robots, parser)
         stopped_by = _handle_signals(crawl)
@@ -216,7 +233,8 @@ def _finish(config: Config, summary: dict[str, Any], stopped_by: list[str], argv
     print(
         f"crawled {sum(this_run.values())} URLs in {summary['elapsed_s']:.1f} s "
         f"({summary['pages_per_s']} /s): done {this_run.get('done', 0)}, "
-        f"failed {this_run.get('failed', 0)}, skipped {this_run.get('skipped', 0)}"
+        f"failed {this_run.get('failed', 0)}, skipped {this_run.get('skipped', 0)}, "
+        f"aliases {this_run.get('alias', 0)}"
     )
     print(
         f"database {config.db}: {summary['pages_stored']} pages stored, "

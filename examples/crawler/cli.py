@@ -10,7 +10,7 @@ from pathlib import Path
 
 import hybrid
 
-from .urls import InvalidUrl, Scope, normalise
+from .urls import SKIPPED_EXTENSIONS, InvalidUrl, Scope, normalise
 
 DEFAULT_DB = "crawl.sqlite"
 DEFAULT_DEMO_PORT = 8787  # fixed, so that a stopped demo resumes against the same URLs
@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--any-domain", action="store_true", help="follow links to other hosts too")
     add("--allow", action="append", default=[], metavar="REGEX", help="follow only matches")
     add("--deny", action="append", default=[], metavar="REGEX", help="never follow matches")
+    add(
+        "--skip-extensions",
+        metavar="EXT,...",
+        help="never request URLs whose path ends in these extensions (default: archives, "
+        "images, media, documents, fonts; '' requests everything)",
+    )
+    add(
+        "--ignore-canonical",
+        action="store_true",
+        help="store each page under the URL it was fetched from, ignoring rel=canonical",
+    )
     add("--hook", metavar="MODULE:FUNCTION", help="extraction hook run in the workers")
     add(
         "--user-agent",
@@ -158,6 +169,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
             domains=frozenset() if args.any_domain else hosts,
             allow=tuple(args.allow),
             deny=tuple(args.deny),
+            skip_extensions=_extensions(args.skip_extensions),
+            same_host_canonical=not args.ignore_canonical,
         ),
         hook=_check_hook(args.hook),
         user_agent=args.user_agent,
@@ -201,6 +214,12 @@ def _seeds(args: argparse.Namespace) -> list[str]:
         return [normalise(url) for url in raw]
     except InvalidUrl as exc:
         raise UsageError(str(exc)) from None
+
+
+def _extensions(text: str | None) -> frozenset[str]:
+    if text is None:
+        return SKIPPED_EXTENSIONS
+    return frozenset(part.strip().lstrip(".").lower() for part in text.split(",") if part.strip())
 
 
 def _check_positive(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ from .urls import Scope
 PARSE_TIMEOUT_S = 60.0  # a batch whose parsing (with the user hook) takes longer fails
 MAX_BATCH_PAGES = 16  # pages in one engine call at most
 
-_Waiting = tuple[str, bytes, bool, "asyncio.Future[Parsed]"]
+_Waiting = tuple[str, bytes, bool, str | None, "asyncio.Future[Parsed]"]
 
 
 class ParseDispatcher:
@@ -59,13 +59,16 @@ class ParseDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await call
 
-    async def parse(self, url: str, body: bytes, follow: bool = True) -> Parsed:
+    async def parse(
+        self, url: str, body: bytes, follow: bool = True, charset: str | None = None
+    ) -> Parsed:
         """Parse one page in a worker; errors come back as ``Parsed.error``.
 
-        With ``follow`` False the page's links are not wanted (and not returned).
+        With ``follow`` False the page's links are not wanted (and not returned);
+        ``charset`` is the one its ``Content-Type`` header declared.
         """
         future: asyncio.Future[Parsed] = asyncio.get_running_loop().create_future()
-        self._waiting.append((url, body, follow, future))
+        self._waiting.append((url, body, follow, charset, future))
         self._dispatch()
         return await future
 
@@ -82,7 +85,7 @@ class ParseDispatcher:
         try:
             results = await self._engine.run(
                 PARSE_PAGES,
-                [(url, body, follow) for url, body, follow, _ in batch],
+                [(url, body, follow, charset) for url, body, follow, charset, _ in batch],
                 self._scope,
                 self._hook,
                 timeout=PARSE_TIMEOUT_S,

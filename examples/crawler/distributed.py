@@ -6,17 +6,19 @@ final state) and ``:handed-out`` (a counter for ``--max-pages``). The keys stay 
 crawl (running the command again resumes it); delete them to start afresh.
 
 A URL is queued when it is first added to the seen set, in the same Lua script.
-Completing a URL is one script too: it records the result, queues the new links and
-acknowledges the entry, but only if this crawler still owns the entry; so each URL gets
-one result even when its entry was taken over.
+Finishing a URL takes two scripts around the local commit, each acting only while this
+crawler owns the entry: the first claims the page's document (a page reached through an
+alias, a redirect or a same-host ``rel=canonical``, belongs to the first entry that
+reached it, recorded in ``:identities``; its aliases join the seen set so that no crawler
+queues them again), then the page is committed to the local ``--db``, then the second
+records the result, queues the new links and acknowledges the entry. So each URL gets one
+result even when its entry was taken over, and a crash at any point loses no page.
 
-Each crawler beats into ``:crawlers`` (its send time, signed like a worker node's beat)
+Each crawler beats into ``:crawlers`` (its send time and the intervals it asks of others)
 and judges the others with the failure detector the worker nodes use: the URLs of a
 crawler judged dead are taken over at once (a killed crawler is noticed in about a
 second), not after a fixed idle time. The entries it holds are renewed as a lease, so
 entries of a consumer that never beat are taken once idle past :data:`ORPHAN_LEASE_S`.
-A page is committed to the crawler's own ``--db`` before Redis is told it is done, so a
-crash between the two never loses it (at worst it is fetched again by another crawler).
 The crawl is over when nothing is pending and nothing is unread.
 """
 
@@ -42,6 +44,7 @@ from adapters.sqlite import SqliteStore, Write
 
 from .cli import Config
 from .frontier import INSERT_OUTCOME, INSERT_PAGE, Job, Outcome
+from .identity import identity_writes, safe_text
 from .recent import RecentSet
 
 GROUP = "crawlers"
@@ -64,6 +67,27 @@ for i = 2, #ARGV do
 end
 return added
 """
+# KEYS: stream, seen, results.
+# ARGV: group, consumer, id, url, state, depth, identity, alias count, alias..., link...
+# Returns 0 (not the owner any more), 1 (recorded) or 2 (recorded, and the page is ours).
+# Claim a page's document for the entry that fetched it, while this crawler owns the entry:
+# a document first reached through an alias belongs to that entry (the claim survives a
+# takeover of it); one whose own URL is known is stored by the entry of that URL.
+# KEYS: stream, seen, identities. ARGV: group, consumer, id, url, identity, alias...
+# Returns 0 (not the owner), 1 (owned; another entry stores the document) or 2 (store it).
+CLAIM_SCRIPT = """
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #owner == 0 then return 0 end
+for i = 6, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+if ARGV[5] == ARGV[4] then return 2 end
+if redis.call('SADD', KEYS[2], ARGV[5]) == 1 then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
+  return 2
+end
+if redis.call('HGET', KEYS[3], ARGV[5]) == ARGV[3] then return 2 end
+return 1
+"""
+# Record the result, queue the new links and acknowledge the entry, if still its owner.
 # KEYS: stream, seen, results. ARGV: group, consumer, id, url, state, depth, link...
 COMPLETE_SCRIPT = """
 local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
@@ -86,12 +110,14 @@ class RedisFrontier:
         self.client = client
         self.store = store
         self.stopping = False
+        self.stores_every_page = False  # another crawler may hold a page's identity
         prefix = config.redis_prefix
         self.keys = (f"{prefix}:stream", f"{prefix}:seen", f"{prefix}:results")
         self._beats_key = f"{prefix}:crawlers"
         self._peers = PeerTable(group_detectors(BEAT_INTERVAL_S, DEAD_AFTER_S))
         self._beat_every_s = BEAT_INTERVAL_S  # until the other crawlers ask for another
         self._handed_out_key = f"{prefix}:handed-out"
+        self._identities_key = f"{prefix}:identities"  # document -> the entry that stored it
         self._max_pages = config.max_pages
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._window: deque[Job] = deque()
@@ -104,6 +130,7 @@ class RedisFrontier:
         self._seen = RecentSet(SEEN_CACHE_URLS)  # Redis stays the authority
         self._add = client.register_script(ADD_SCRIPT)
         self._complete = client.register_script(COMPLETE_SCRIPT)
+        self._claim = client.register_script(CLAIM_SCRIPT)
         self._keepalive: asyncio.Task[None] | None = None
         self._pending_writes: set[asyncio.Task[None]] = set()
 
@@ -152,7 +179,8 @@ class RedisFrontier:
         task.add_done_callback(self._pending_writes.discard)
 
     def record_unqueued(self, url: str, depth: int, state: int, reason: str) -> None:
-        self.store.submit([Write(INSERT_OUTCOME, [(url, depth, state, 0, reason)])])
+        row = (safe_text(url), depth, state, 0, safe_text(reason))
+        self.store.submit([Write(INSERT_OUTCOME, [row])])
 
     def queued_in_memory(self) -> int:
         return len(self._window)
@@ -172,16 +200,24 @@ class RedisFrontier:
 
     async def _complete_one(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None:
         depth = links[0][1] if links else job.depth + 1
+        identity = outcome.identity or job.url
+        aliases = [alias for alias in outcome.aliases if alias not in (job.url, identity)]
         try:
-            # Locally first: a crash after Redis heard "done" must not lose the page.
-            writes = [
-                Write(
-                    INSERT_OUTCOME,
-                    [(job.url, job.depth, outcome.state, outcome.status, outcome.reason)],
-                )
-            ]
-            if outcome.page is not None:
-                writes.append(Write(INSERT_PAGE, [outcome.page]))
+            # Claim the document, commit it locally, then tell Redis it is done: a crash
+            # at any point loses nothing (the entry stays pending, and whoever takes it
+            # over finds the claim bound to the entry, not to the crawler that died).
+            owned = await self._claim(
+                keys=[self.keys[0], self.keys[1], self._identities_key],
+                args=[GROUP, self.consumer, job.key, job.url, identity, *aliases],
+            )
+            if not owned:
+                return  # another crawler holds the entry now
+            reason = safe_text(outcome.reason)
+            row = (job.url, job.depth, outcome.state, outcome.status, reason)
+            writes = [Write(INSERT_OUTCOME, [row])]
+            writes += identity_writes(
+                job.url, job.depth, outcome, INSERT_PAGE, store_page=owned == 2
+            )
             await self.store.write(writes)
             await self._complete(
                 keys=self.keys,

@@ -8,7 +8,7 @@ protocol, so the HTTP library can be swapped. A fetch never raises for a per-URL
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -19,8 +19,13 @@ if TYPE_CHECKING:
 class Fetcher(Protocol):
     """Fetches URLs politely; one instance is shared by every task of a crawl."""
 
-    async def fetch(self, url: str) -> FetchResult:
+    async def fetch(
+        self, url: str, *, check_hop: Callable[[str], Awaitable[str | None]] | None = None
+    ) -> FetchResult:
         """Fetch ``url``, following redirects, and describe what happened.
+
+        ``check_hop`` is awaited with each redirect target before it is requested; when it
+        returns a reason, the fetch stops there and the result is ``filtered`` with it.
 
         Cancellation: the request in flight is abandoned and its connection closed.
         """

@@ -8,6 +8,13 @@ transaction: after a crash the same command picks up every queued row again, so 
 is lost and at most the pages that were in flight are fetched twice. Pages handed out and
 not yet committed are capped (``max_uncommitted``), so a slow disk holds the fetchers back
 rather than letting that number, and the refetch after a crash, grow.
+
+A page is stored under its canonical URL (where its redirects ended, or its same-host
+``rel=canonical``): ``pages.url`` is unique, so a document reached through several URLs is
+stored once, by whichever got there first. Every other URL that led to it is an alias:
+state ``alias``, and a row of ``aliases``. A commit that fails is not dropped: its URL is
+recorded as failed with the reason; if even that cannot be written, the store is broken
+and :meth:`SqliteFrontier.next` raises :class:`~adapters.sqlite.StoreFailed`.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.sqlite import SqliteStore, Write
+from adapters.sqlite import SqliteStore, StoreFailed, Write
 
-QUEUED, DONE, FAILED, SKIPPED = 0, 1, 2, 3
-STATE_NAMES = {QUEUED: "queued", DONE: "done", FAILED: "failed", SKIPPED: "skipped"}
+from .identity import ALIAS, DONE, FAILED, QUEUED, SKIPPED, STATE_NAMES, identity_writes, safe_text
+
+__all__ = ["ALIAS", "DONE", "FAILED", "QUEUED", "SKIPPED", "STATE_NAMES"]
 
 SCHEMA = (
     """
@@ -52,6 +60,14 @@ SCHEMA = (
     );
     CREATE INDEX pages_url ON pages(url)
     """,
+    # Canonical identity: one page per URL, the aliases that led to it, the encoding used.
+    """
+    ALTER TABLE pages ADD COLUMN encoding TEXT;
+    DELETE FROM pages WHERE id NOT IN (SELECT min(id) FROM pages GROUP BY url);
+    DROP INDEX pages_url;
+    CREATE UNIQUE INDEX pages_url ON pages(url);
+    CREATE TABLE aliases (alias TEXT PRIMARY KEY, url TEXT NOT NULL) WITHOUT ROWID
+    """,
 )
 INSERT_URL = "INSERT OR IGNORE INTO urls (url, depth) VALUES (?, ?)"
 INSERT_OUTCOME = (
@@ -59,9 +75,11 @@ INSERT_OUTCOME = (
     "ON CONFLICT (url) DO NOTHING"
 )
 SET_STATE = "UPDATE urls SET state = ?, status = ?, reason = ? WHERE id = ?"
+# A page already stored under the same canonical URL wins: the later copy is dropped.
 INSERT_PAGE = (
-    "INSERT INTO pages (url, final_url, status, depth, title, text, text_chars, meta, "
-    "canonical, links, extra, transit_ms, fetched_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT OR IGNORE INTO pages (url, final_url, status, depth, title, text, text_chars, "
+    "meta, canonical, links, extra, transit_ms, fetched_at, encoding) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -76,12 +94,18 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one URL ended: its state, HTTP status, reason and page row (when done)."""
+    """How one URL ended: its state, HTTP status, reason and page row (when done).
+
+    ``identity`` is the canonical URL of the page (``None``: the job's own URL) and
+    ``aliases`` the other URLs that led to it (redirect hops), recorded as its aliases.
+    """
 
     state: int
     status: int = 0
     reason: str | None = None
     page: tuple[Any, ...] | None = None
+    identity: str | None = None
+    aliases: tuple[str, ...] = ()
 
 
 class SqliteFrontier:
@@ -114,7 +138,9 @@ class SqliteFrontier:
         self._in_flight = 0
         self._progress = asyncio.Event()
         self._refill_lock = asyncio.Lock()
+        self._failure: StoreFailed | None = None
         self.stopping = False
+        self.stores_every_page = True
 
     async def start(self, seeds: Iterable[str]) -> int:
         """Queue ``seeds`` (known URLs are ignored); return outcomes already recorded."""
@@ -125,8 +151,14 @@ class SqliteFrontier:
         return recorded
 
     async def next(self) -> Job | None:
-        """The next URL to crawl, or ``None`` when the crawl is over (or stopping)."""
+        """The next URL to crawl, or ``None`` when the crawl is over (or stopping).
+
+        Raises:
+            StoreFailed: an outcome could not be recorded at all (the store is broken).
+        """
         while not self.stopping:
+            if self._failure is not None:
+                raise self._failure
             if self._max_pages is not None and self._handed_out >= self._max_pages:
                 return None
             if self._in_flight >= self._max_uncommitted:
@@ -147,6 +179,8 @@ class SqliteFrontier:
                     return None
                 self._progress.clear()
             await self._progress.wait()
+        if self._failure is not None:
+            raise self._failure
         return None
 
     def add_links(self, links: Iterable[str], depth: int) -> list[tuple[str, int]]:
@@ -159,16 +193,22 @@ class SqliteFrontier:
         return [(url, depth) for url in links]
 
     def complete(self, job: Job, outcome: Outcome, links: list[tuple[str, int]]) -> None:
-        """Record ``outcome`` and queue ``links``, all in one transaction."""
+        """Record ``outcome`` and queue ``links``, all in one transaction.
+
+        Should that transaction fail, the URL is recorded as failed with the reason.
+        """
         writes = [Write(INSERT_URL, links)] if links else []
-        if outcome.page is not None:
-            writes.append(Write(INSERT_PAGE, [outcome.page]))
-        writes.append(Write(SET_STATE, [(outcome.state, outcome.status, outcome.reason, job.key)]))
-        self.store.submit(writes).add_done_callback(self._committed)
+        writes += identity_writes(job.url, job.depth, outcome, INSERT_PAGE)
+        reason = safe_text(outcome.reason)
+        writes.append(Write(SET_STATE, [(outcome.state, outcome.status, reason, job.key)]))
+        self.store.submit(writes).add_done_callback(
+            lambda future: self._committed(future, job, outcome.status)
+        )
 
     def record_unqueued(self, url: str, depth: int, state: int, reason: str) -> None:
         """Record a URL that is never fetched (e.g. an invalid link) with its reason."""
-        self.store.submit([Write(INSERT_OUTCOME, [(url, depth, state, 0, reason)])])
+        row = (safe_text(url), depth, state, 0, safe_text(reason))
+        self.store.submit([Write(INSERT_OUTCOME, [row])]).add_done_callback(self._fail_if_broken)
 
     def queued_in_memory(self) -> int:
         return len(self._window)
@@ -176,8 +216,30 @@ class SqliteFrontier:
     def wake(self) -> None:
         self._progress.set()
 
-    def _committed(self, future: asyncio.Future[None]) -> None:
+    def _committed(self, future: asyncio.Future[None], job: Job, status: int) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None or isinstance(error, StoreFailed):
+            self._settled(future)
+            return
+        reason = (safe_text(f"store: {type(error).__name__}: {error}") or "")[:500]
+        retry = [Write(SET_STATE, [(FAILED, status, reason, job.key)])]
+        self.store.submit(retry).add_done_callback(self._settled)
+
+    def _settled(self, future: asyncio.Future[None]) -> None:
         self._in_flight -= 1
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            self._fail(error)
+        self._progress.set()
+
+    def _fail_if_broken(self, future: asyncio.Future[None]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, StoreFailed):
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._failure is None:
+            self._failure = StoreFailed(f"cannot record the crawl's outcomes: {error}")
         self._progress.set()
 
     async def _refill(self) -> None:

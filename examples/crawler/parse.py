@@ -1,9 +1,11 @@
 """Page parsing, run in the engine's worker processes (selectolax's lexbor parser).
 
-:func:`parse_page` takes the raw body and returns a :class:`Parsed` with the title, the
+:func:`parse_page` takes the raw body, decodes it as a browser would
+(:mod:`examples.crawler.charset`), and returns a :class:`Parsed` with the title, the
 text, the meta tags and the links worth following, already resolved against
 ``<base href>``, normalised and filtered by the crawl's scope. ``rel=nofollow`` links and
-pages whose meta robots say ``nofollow`` give no links. A user hook, named
+pages whose meta robots say ``nofollow`` give no links; links to files that are never HTML
+(by extension) are reported apart, to be recorded as skipped and never requested. A user hook, named
 ``"module:function"``, can add its own extraction: it is called as ``hook(url, tree)``
 with the selectolax tree and returns a JSON-serialisable dict.
 """
@@ -16,10 +18,11 @@ from functools import cache
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from .charset import decode_body
 from .hook import load_hook
 from .parsed import Parsed
 from .recent import RecentSet
-from .urls import CompiledScope, InvalidUrl, LinkResolver, Scope
+from .urls import CompiledScope, InvalidUrl, LinkResolver, Scope, extension_refusal
 
 MAX_TEXT_CHARS = 2000  # text kept per page; the full length is recorded too
 MAX_INVALID_LINKS = 20  # invalid links recorded per page
@@ -31,21 +34,29 @@ NOT_SUSPICIOUS = bytes(b for b in range(256) if b >= 32 or b in b"\t\n\r\x0c")
 # One pass over the tree finds every element parsing needs, in document order.
 ELEMENTS = "title, base[href], meta[name], link[rel][href], a[href]"
 SKIPPED_SCHEMES = ("mailto:", "javascript:", "tel:", "#", "data:")
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 text is full of NUL bytes
 
 
 _seen = RecentSet(SEEN_LINKS_KEPT)
 
 
 def parse_page(
-    url: str, body: bytes, scope: Scope, hook_name: str | None, follow: bool = True
+    url: str,
+    body: bytes,
+    scope: Scope,
+    hook_name: str | None,
+    follow: bool = True,
+    charset: str | None = None,
 ) -> Parsed:
     """Parse one HTML page; never raises for bad HTML (``error`` says why instead).
 
     With ``follow`` False (the page is at the depth limit) no links are returned.
+    ``charset`` is the one the ``Content-Type`` header declared, if any.
     """
-    if _looks_binary(body[:BINARY_SNIFF_BYTES]):
+    if _looks_binary(body[:BINARY_SNIFF_BYTES]) and not body.startswith(UTF16_BOMS):
         return Parsed(error="binary body served as HTML")
-    tree = LexborHTMLParser(body.decode("utf-8", errors="replace"))
+    text, encoding = decode_body(body, charset)
+    tree = LexborHTMLParser(text)
     elements = _Elements(tree.css(ELEMENTS), url)
     extra = "{}"
     if hook_name:
@@ -56,12 +67,13 @@ def parse_page(
     whole, text = _text(tree)
     links: tuple[str, ...] = ()
     invalid: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     found = 0
     if follow:
         anchors = "nofollow" not in elements.meta.get("robots", "").lower()
         found_links, invalid = elements.links(_compiled(scope), anchors)
         found = len(found_links)
-        links = tuple(link for link in found_links if _seen.add_new(link))
+        links, skipped = _sorted_links(found_links, scope.skip_extensions)
     return Parsed(
         title=elements.title,
         text=text,
@@ -72,24 +84,43 @@ def parse_page(
         extra=extra,
         invalid_links=tuple(invalid[:MAX_INVALID_LINKS]),
         links_found=found,
+        encoding=encoding,
+        skipped_links=tuple(skipped[:MAX_INVALID_LINKS]),
     )
 
 
 def parse_pages(
-    pages: list[tuple[str, bytes, bool]], scope: Scope, hook_name: str | None
+    pages: list[tuple[str, bytes, bool, str | None]], scope: Scope, hook_name: str | None
 ) -> list[Parsed]:
-    """:func:`parse_page` over several ``(url, body, follow)`` pages, in order.
+    """:func:`parse_page` over several ``(url, body, follow, charset)`` pages, in order.
 
     Never raises for one page: a batch that failed would be run again, and the links its
     first pages returned would then be filtered out as already seen.
     """
     results = []
-    for url, body, follow in pages:
+    for url, body, follow, charset in pages:
         try:
-            results.append(parse_page(url, body, scope, hook_name, follow))
+            results.append(parse_page(url, body, scope, hook_name, follow, charset))
         except Exception as exc:
             results.append(Parsed(error=f"parse: {type(exc).__name__}: {exc}"))
     return results
+
+
+def _sorted_links(
+    found: dict[str, None], extensions: frozenset[str]
+) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """The links new to this worker, to follow or to record as skipped by extension."""
+    follow: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for link in found:
+        if not _seen.add_new(link):
+            continue
+        refusal = extension_refusal(link, extensions)
+        if refusal is None:
+            follow.append(link)
+        else:
+            skipped.append((link, refusal))
+    return tuple(follow), skipped
 
 
 def _looks_binary(prefix: bytes) -> bool:

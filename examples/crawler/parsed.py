@@ -8,10 +8,12 @@ from typing import NamedTuple
 class Parsed(NamedTuple):
     """What a page yielded; ``error`` is set when it could not be parsed.
 
-    ``meta`` and ``extra`` (the hook's result) come as JSON text, ready to store.
-    ``text_chars`` is the length of the page's whole text (text nodes stripped and
-    joined by spaces); ``text`` is its first :data:`MAX_TEXT_CHARS` characters with
-    whitespace collapsed. ``links`` are new to this worker: the parent dedups again.
+        ``meta`` and ``extra`` (the hook's result) come as JSON text, ready to store.
+        ``text_chars`` is the length of the page's whole text (text nodes stripped and
+        joined by spaces); ``text`` is its first :data:`MAX_TEXT_CHARS` characters with
+        whitespace collapsed. ``links`` are new to this worker: the parent dedups again.
+    ``encoding`` is the codec the body was decoded with; ``skipped_links`` are links that
+    are not requested (an unwanted extension), with the reason.
     """
 
     title: str = ""
@@ -24,3 +26,5 @@ class Parsed(NamedTuple):
     invalid_links: tuple[tuple[str, str], ...] = ()
     error: str | None = None
     links_found: int = 0
+    encoding: str = "utf-8"
+    skipped_links: tuple[tuple[str, str], ...] = ()

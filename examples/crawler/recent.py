@@ -20,5 +20,8 @@ class RecentSet:
             self._previous, self._current = self._current, set()
         return True
 
+    def __contains__(self, item: str) -> bool:
+        return item in self._current or item in self._previous
+
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)

@@ -1,22 +1,78 @@
-"""robots.txt, fetched once per host and cached: Disallow rules and Crawl-delay.
+"""robots.txt (RFC 9309), fetched once per host and cached: rules and Crawl-delay.
 
-A robots.txt that is missing (4xx), unreachable or garbage allows everything: garbage
-lines are ignored by the parser, as in every major crawler. A Crawl-delay sets the
-fetcher's minimum delay between two requests to that host.
+The rules are read by Protego, Scrapy's parser: ``*`` and ``$`` wildcards, the longest
+match wins, an ``Allow`` wins a tie, and a group is chosen by the agent's product token.
+What the answer to ``/robots.txt`` means follows RFC 9309 section 2.3.1:
+
+- 2xx: its rules (garbage lines are ignored);
+- 4xx: no rules, everything is allowed;
+- 5xx, a timeout or a broken connection: everything is disallowed, as the RFC asks of a
+  server that cannot say (the request was already retried);
+- no address for the host (DNS) or a failed TLS handshake: allowed, since no page of that
+  host can be fetched either: each page's own fetch fails with the real reason, instead
+  of every URL reading "robots.txt unavailable".
+
+A Crawl-delay sets the fetcher's minimum delay between two requests to that host.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from urllib.robotparser import RobotFileParser
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from protego import Protego
 
 from examples.crawler.fetching import Fetcher
 
 from .urls import host_of
 
-MAX_ROBOTS_BYTES = 512 * 1024  # Google reads the first 500 KiB
+if TYPE_CHECKING:
+    from adapters.aiohttp import FetchResult
+
+MAX_ROBOTS_BYTES = 512 * 1024  # Google reads the first 500 KiB; RFC 9309 asks for 500 KiB
 MAX_CRAWL_DELAY_S = 60.0  # a larger (or nan/inf) Crawl-delay is capped here
+DISALLOWED = "robots.txt disallows"
+HOST_UNREACHABLE = ("dns:", "tls:")  # fetch errors that every page of the host will get too
+
+
+@dataclass(frozen=True)
+class RobotsRules:
+    """What one host's robots.txt says; ``refused`` set: every URL is refused with it."""
+
+    parser: Protego | None = None
+    refused: str | None = None
+
+    def refusal(self, url: str, agent: str) -> str | None:
+        """Why ``url`` may not be fetched by ``agent``, or ``None`` when it may."""
+        if self.refused is not None:
+            return self.refused
+        if self.parser is not None and not self.parser.can_fetch(url, agent):
+            return DISALLOWED
+        return None
+
+    def crawl_delay_s(self, agent: str) -> float | None:
+        """The Crawl-delay of ``agent``'s group, capped; ``None`` when there is none."""
+        if self.parser is None:
+            return None
+        delay_s = self.parser.crawl_delay(agent)
+        if delay_s is None or math.isnan(delay_s):
+            return None
+        return min(MAX_CRAWL_DELAY_S, max(0.0, float(delay_s)))
+
+
+def rules_from(result: FetchResult) -> RobotsRules:
+    """The rules that the answer to a ``/robots.txt`` request stands for (RFC 9309)."""
+    if result.status and 200 <= result.status < 300 and result.ok:
+        text = result.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
+        return RobotsRules(parser=Protego.parse(text))
+    if 400 <= result.status < 500:
+        return RobotsRules()
+    if result.status == 0 and (result.error or "").startswith(HOST_UNREACHABLE):
+        return RobotsRules()
+    why = result.error or f"http {result.status}"
+    return RobotsRules(refused=f"robots.txt unavailable ({why}): all disallowed")
 
 
 class RobotsCache:
@@ -36,14 +92,18 @@ class RobotsCache:
         self._page_fetcher = page_fetcher
         self._agent = user_agent
         self._obey = obey
-        self._hosts: dict[str, asyncio.Future[RobotFileParser]] = {}
+        self._hosts: dict[str, asyncio.Future[RobotsRules]] = {}
 
     async def allowed(self, url: str) -> bool:
-        if not self._obey:
-            return True
-        return (await self._rules(url)).can_fetch(self._agent, url)
+        return await self.refusal(url) is None
 
-    async def _rules(self, url: str) -> RobotFileParser:
+    async def refusal(self, url: str) -> str | None:
+        """Why ``url`` may not be fetched, or ``None`` when it may."""
+        if not self._obey:
+            return None
+        return (await self._rules(url)).refusal(url, self._agent)
+
+    async def _rules(self, url: str) -> RobotsRules:
         host = host_of(url)
         future = self._hosts.get(host)
         if future is None:
@@ -57,45 +117,11 @@ class RobotsCache:
                 raise
         return await asyncio.shield(future)
 
-    async def _load(self, url: str, host: str) -> RobotFileParser:
+    async def _load(self, url: str, host: str) -> RobotsRules:
         scheme = url.split(":", 1)[0]
         name = url.split("/", 3)[2]
-        result = await self._robots_fetcher.fetch(f"{scheme}://{name}/robots.txt")
-        parser = RobotFileParser()
-        lines: list[str] = []
-        if result.ok and result.status == 200:
-            text = result.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
-            lines = text.splitlines()
-        parser.parse(lines)
-        delay_s = crawl_delay_s(lines, self._agent)
+        rules = rules_from(await self._robots_fetcher.fetch(f"{scheme}://{name}/robots.txt"))
+        delay_s = rules.crawl_delay_s(self._agent)
         if delay_s:
             self._page_fetcher.set_host_delay(host, delay_s)
-        return parser
-
-
-def crawl_delay_s(lines: list[str], agent: str) -> float | None:
-    """The Crawl-delay for ``agent``: its own group's, else the ``*`` group's.
-
-    The standard library's parser only reads whole seconds; fractions are common.
-    """
-    token = agent.split("/")[0].lower()
-    delays: dict[str, float] = {}
-    group: list[str] = []
-    in_rules = False
-    for raw in lines:
-        field, _, value = raw.split("#", 1)[0].partition(":")
-        field, value = field.strip().lower(), value.strip()
-        if field == "user-agent":
-            if in_rules:
-                group, in_rules = [], False
-            group.append(value.lower())
-        elif field:
-            in_rules = True
-            if field == "crawl-delay":
-                with contextlib.suppress(ValueError):
-                    for name in group:
-                        delays.setdefault(name, min(MAX_CRAWL_DELAY_S, max(0.0, float(value))))
-    for name, delay_s in delays.items():
-        if name != "*" and name in token:
-            return delay_s
-    return delays.get("*")
+        return rules

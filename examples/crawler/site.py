@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
@@ -55,7 +56,7 @@ TRAP_LINKS = (
     "/trap/busy",  # 429 with Retry-After once, then the page
     "/trap/binary",  # random bytes served as text/html
     "/trap/malformed",  # broken HTML that still has links
-    "/trap/image.png",  # not HTML
+    "/trap/image",  # not HTML, and no extension says so: only its Content-Type
     "/trap/missing",  # 404
     "/private/secret",  # disallowed by robots.txt
     "/trap/based",  # a <base href>, a nofollow link and a canonical link
@@ -154,7 +155,7 @@ class SyntheticSite:
         routes.add_get("/trap/busy", self._busy)
         routes.add_get("/trap/binary", self._binary)
         routes.add_get("/trap/malformed", self._malformed)
-        routes.add_get("/trap/image.png", self._image)
+        routes.add_get("/trap/image", self._image)
         routes.add_get("/private/secret", self._html("<title>secret</title>"))
         routes.add_get("/trap/based", self._html(BASED_PAGE))
         routes.add_get("/base/target", self._html("<title>base target</title>"))
@@ -243,10 +244,16 @@ async def _slow(request: web.Request) -> web.Response:
     return web.Response(text="too late", content_type="text/html")
 
 
-class RunningSite:
-    """A :class:`SyntheticSite` served on 127.0.0.1; use ``async with``."""
+class Site(Protocol):
+    """A site that can be served: :class:`SyntheticSite` or ``realsite.RealWorldSite``."""
 
-    def __init__(self, site: SyntheticSite, port: int = 0) -> None:
+    def app(self) -> web.Application: ...
+
+
+class RunningSite:
+    """A :class:`Site` served on 127.0.0.1; use ``async with``."""
+
+    def __init__(self, site: Site, port: int = 0) -> None:
         self.site = site
         self.port = port
         self._runner: web.AppRunner | None = None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from adapters.sqlite import Row, Write
 
+
 @runtime_checkable
 class Store(Protocol):
     """An async store with batched, atomic writes and reads that never block writes."""

@@ -13,6 +13,16 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_CHARS = 2048  # longer URLs are almost always traps
+# Files that are never HTML: not requested at all (Scrapy's IGNORED_EXTENSIONS, in short).
+SKIPPED_EXTENSIONS = frozenset((
+    "7z", "7zip", "apk", "bz2", "dmg", "ico", "iso", "jar", "rar", "tar", "tgz", "gz", "pdf",
+    "xz", "zip", "exe", "msi", "bin", "deb", "rpm", "mng", "pct", "bmp", "gif", "jpg", "jpeg",
+    "png", "pst", "psp", "tif", "tiff", "ai", "drw", "dxf", "eps", "ps", "svg", "cdr", "webp",
+    "avif", "heic", "mp3", "wma", "ogg", "wav", "ra", "aac", "mid", "au", "aiff", "flac", "3gp",
+    "asf", "asx", "avi", "mov", "mp4", "mpg", "qt", "rm", "swf", "wmv", "m4a", "m4v", "flv",
+    "webm", "mkv", "css", "js", "xls", "xlsx", "ppt", "pptx", "pps", "doc", "docx", "odt",
+    "ods", "odg", "odp", "woff", "woff2", "ttf", "otf", "eot",
+))  # fmt: skip
 # Characters of a path-only href that joining and normalising leave as they are.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_~!$&'()*+,=:@%./-]+")
 
@@ -94,6 +104,19 @@ def _plain(path: str) -> bool:
     return "//" not in path and "/./" not in marked and "/../" not in marked
 
 
+def extension_refusal(url: str, extensions: frozenset[str]) -> str | None:
+    """Why ``url`` is not requested when its path ends in one of ``extensions``."""
+    if not extensions:
+        return None
+    path = urlsplit(url).path
+    name = path[path.rfind("/") + 1 :]
+    dot = name.rfind(".")
+    if dot < 0:
+        return None
+    extension = name[dot + 1 :].lower()
+    return f"extension .{extension} not wanted" if extension in extensions else None
+
+
 def host_of(url: str) -> str:
     """``"name:port"`` of a normalised URL (the key per-host limits use)."""
     parts = urlsplit(url)
@@ -108,11 +131,16 @@ class Scope:
         domains: hosts (and their subdomains) to stay on; empty: any host.
         allow: regexes; when any is given, a URL must match one.
         deny: regexes; a URL matching one is dropped.
+        skip_extensions: URLs whose path ends in one of these are never requested.
+        same_host_canonical: a ``rel=canonical`` to the page's own host names the URL
+            the page is stored under (its identity).
     """
 
     domains: frozenset[str] = frozenset()
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    skip_extensions: frozenset[str] = SKIPPED_EXTENSIONS
+    same_host_canonical: bool = True
 
     def compiled(self) -> CompiledScope:
         return CompiledScope(self)
@@ -125,6 +153,7 @@ class CompiledScope:
         self.domains = scope.domains
         self.allow = [re.compile(p) for p in scope.allow]
         self.deny = [re.compile(p) for p in scope.deny]
+        self.skip_extensions = scope.skip_extensions
 
     def follows(self, url: str, host: str | None = None) -> bool:
         """Whether to follow ``url`` (whose hostname is ``host``, when known)."""

@@ -175,7 +175,7 @@ class Engine:
         if autoscale is not None and monitor is None:
             raise ValueError(
                 "autoscale needs a monitor: Engine(monitor=adapters.psutil.PsutilMonitor()), "
-                "or psutil installed (pip install 'hybrid[monitor]')"
+                "or psutil installed (pip install 'hybrid-engine[monitor]')"
             )
         self._monitor = monitor
         self._share_threshold_bytes = share_threshold_bytes

@@ -5,7 +5,7 @@ fails for what the worker cannot import: a lambda, a local function or closure, 
 anything defined in ``__main__`` when the main module is ``python -c``, a script piped
 to ``python -``, a notebook or the REPL (the worker's ``__main__`` is not the parent's).
 Those go by value through cloudpickle, when it is installed
-(``pip install 'hybrid[cloudpickle]'``). The worker loads either with ``pickle.loads``.
+(``pip install 'hybrid-engine[cloudpickle]'``). The worker loads either with ``pickle.loads``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def dumps_by_value(obj: Any, by_reference_error: Exception | None = None) -> byt
         raise NotPicklable(
             f"{why}; objects not importable by name (lambdas, closures, anything defined in "
             "__main__, a notebook or the REPL) go by value with cloudpickle: "
-            "pip install 'hybrid[cloudpickle]'"
+            "pip install 'hybrid-engine[cloudpickle]'"
         ) from by_reference_error
     try:
         payload: bytes = cloudpickle.dumps(obj, pickle.HIGHEST_PROTOCOL)

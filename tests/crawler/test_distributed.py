@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from examples.crawler.realsite import RealWorldSite
 from examples.crawler.site import RunningSite, SyntheticSite
 
 from .support import start_crawler, stored_pages
@@ -63,3 +64,27 @@ async def test_a_killed_crawlers_urls_are_taken_over(
     assert "is dead: took over" in err.decode()  # judged by the detector, not a fixed idle
     with sqlite3.connect(tmp_path / "survivor.sqlite") as connection:
         assert connection.execute("SELECT count(*) FROM pages").fetchone()[0] > 0
+
+
+async def test_crawlers_sharing_a_frontier_store_each_document_once_across_aliases(
+    tmp_path: Path, redis_url: str, prefix: str
+) -> None:
+    site = RealWorldSite(posts=40, links=6, page_bytes=1024)
+    async with RunningSite(site) as running:
+
+        def command(name: str) -> list[str]:
+            return [
+                f"{running.url}/", "--db", str(tmp_path / f"{name}.sqlite"), "--redis",
+                redis_url, "--redis-prefix", prefix, "--workers", "1", "--max-depth", "6",
+                "--retries", "1", "--timeout", "2",
+            ]  # fmt: skip
+
+        crawlers = [await start_crawler(*command(name)) for name in ("one", "two")]
+        async with asyncio.timeout(60):
+            for crawler in crawlers:
+                _, err = await crawler.communicate()
+                assert crawler.returncode == 0, err.decode()
+    pages = stored_pages(tmp_path / "one.sqlite") + stored_pages(tmp_path / "two.sqlite")
+    assert len(pages) == len(set(pages))  # /blog and /blog/, /p/3 and its post: one copy
+    assert {running.url + path for path in site.post_paths()} <= set(pages)
+    assert not [path for path in site.requests if path.startswith("/private/")]

@@ -39,7 +39,7 @@ async def test_every_trap_is_recorded_with_its_reason(tmp_path: Path) -> None:
     assert outcome("/trap/busy")[0] == DONE  # 429 + Retry-After, then served
     assert outcome("/trap/binary") == (FAILED, "binary body served as HTML")
     assert outcome("/trap/malformed")[0] == DONE
-    assert outcome("/trap/image.png") == (SKIPPED, "content-type image/png not wanted")
+    assert outcome("/trap/image") == (SKIPPED, "content-type image/png not wanted")
     assert outcome("/trap/missing") == (FAILED, "http 404")
     assert outcome("/private/secret") == (SKIPPED, "robots.txt disallows")
     assert site.served["/private/secret"] == 0
