@@ -38,7 +38,7 @@ async def test_a_lambda_without_cloudpickle_fails_at_once_naming_the_extra(
 ) -> None:
     engine = await make_engine(workers=1)
     monkeypatch.setitem(sys.modules, "cloudpickle", None)  # as if it were not installed
-    with pytest.raises(hybrid.NotPicklable, match=r"<lambda>.*hybrid\[cloudpickle\]"):
+    with pytest.raises(hybrid.NotPicklable, match=r"<lambda>.*hybrid-engine\[cloudpickle\]"):
         await engine.run(lambda: 1)
     assert engine.stats().submitted == 0
 

@@ -243,10 +243,10 @@ def test_cache_version_changes_the_key() -> None:
         call_key(plain)
 
 
-def test_the_readme_cache_example_runs(tmp_path: Path, redis_url: str) -> None:
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- cache-example -->\n```python\n(.*?)```", readme, re.DOTALL)
-    assert match, "README.md has no cache example"
+def test_the_sharing_guides_cache_example_runs(tmp_path: Path, redis_url: str) -> None:
+    guide = (ROOT / "docs/guides/sharing.md").read_text()
+    match = re.search(r"<!-- cache-example -->\n```python\n(.*?)```", guide, re.DOTALL)
+    assert match, "docs/guides/sharing.md has no cache example"
     script = tmp_path / "cache_example.py"
     script.write_text(match.group(1))
     done = subprocess.run(
