@@ -1,10 +1,9 @@
-"""hybrid: an asyncio event loop for I/O, worker processes for CPU-bound calls.
+"""hybrid: an asyncio event loop for I/O, worker processes for CPU-bound calls."""
 
-Names are imported on first use, so a worker process, which needs only
-``hybrid._core.worker``, does not load the engine, asyncio's machinery or the messaging
-layer. ``_EXPORTS`` is the one table of public names; ``__all__`` is made from it, and a
-test checks that the ``TYPE_CHECKING`` imports below (for type checkers) match it.
-"""
+# Names are imported on first use, so a worker process, which needs only
+# hybrid._core.worker, does not load the engine, asyncio's machinery or the messaging layer.
+# _EXPORTS is the one table of public names; __all__ is made from it, and a test checks that
+# the TYPE_CHECKING imports below (for type checkers) match it.
 
 from __future__ import annotations
 
