@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+
+if TYPE_CHECKING:
+    from .features import FeatureCache
+    from .scripts import Scripts
 
 
 def parse_id(entry_id: bytes | str) -> tuple[int, int]:
@@ -32,3 +36,15 @@ async def safe_trim_id(client: aioredis.Redis, stream: bytes) -> bytes | None:
         return None
     ms, seq = min(needed)
     return f"{ms}-{seq}".encode()
+
+
+async def trim_acknowledged(
+    client: aioredis.Redis, scripts: Scripts, jobs: bytes, features: FeatureCache
+) -> None:
+    """Drop entries every group has acknowledged; nothing unprocessed is ever dropped."""
+    if features.current.ackdel:
+        await scripts.trim_acked(keys=[jobs])
+        return
+    min_id = await safe_trim_id(client, jobs)
+    if min_id is not None:
+        await client.xtrim(jobs, minid=min_id, approximate=False)
