@@ -321,8 +321,6 @@ def long_task_redeliveries_sync() -> Any:
     return asyncio.run(long_task_redeliveries())
 
 
-if __name__ == "__main__":
-    main()
 
 
 async def restart_reruns() -> tuple[int, int]:
@@ -375,3 +373,7 @@ async def restart_reruns() -> tuple[int, int]:
         node.kill()
         server.kill()
         server.wait()
+
+
+if __name__ == "__main__":
+    main()
