@@ -237,8 +237,12 @@ async def poll_health(session: aiohttp.ClientSession, base: str, until: float) -
     latencies_ms = []
     while time.perf_counter() < until:
         sent = time.perf_counter()
-        async with session.get(f"{base}/health") as response:
-            await response.read()
+        try:
+            async with session.get(f"{base}/health") as response:
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # A health check that never answers is the worst latency, not a crash.
+            print(f"  health check failed after {time.perf_counter() - sent:.1f} s: {exc!r}")
         received = time.perf_counter()
         latencies_ms.append(1000 * (received - sent))
         await asyncio.sleep(max(0.0, HEALTH_INTERVAL_S - (received - sent)))
@@ -257,7 +261,9 @@ def report(runs: dict[str, list[Run]]) -> None:
 
     def ratio(setup: str, baseline: str) -> float:
         pairs = zip(runs[setup], runs[baseline], strict=True)
-        return statistics.median(a.throughput_per_s / b.throughput_per_s for a, b in pairs)
+        # A round whose baseline served nothing (it hung) has no ratio: left out.
+        ratios = [a.throughput_per_s / b.throughput_per_s for a, b in pairs if b.throughput_per_s]
+        return statistics.median(ratios) if ratios else float("nan")
 
     def rounds_ahead(setup: str, baseline: str) -> int:
         pairs = zip(runs[setup], runs[baseline], strict=True)
