@@ -186,32 +186,17 @@ def _peers(now: Scrape) -> Table | Text:
     for column in ("endpoint", "peer", "state", "transit p99", "offset", "beat every", "messages"):
         table.add_column(column, justify="right")
     for endpoint, peer in pairs:
+        where = {"endpoint": endpoint, "peer": peer}
         table.add_row(
             endpoint,
             peer,
-            _peer_state(states, endpoint, peer),
-            _ms(_peer_value(now, "hybrid_peer_transit_seconds", endpoint, peer, quantile="0.99")),
-            _ms(_peer_value(now, "hybrid_peer_clock_offset_seconds", endpoint, peer)),
-            _ms(_peer_value(now, "hybrid_peer_heartbeat_interval_seconds", endpoint, peer)),
-            f"{_peer_value(now, 'hybrid_peer_messages_total', endpoint, peer) or 0:.0f}",
+            _state(now, "hybrid_peer_state", where),
+            _ms(_value(now, "hybrid_peer_transit_seconds", {**where, "quantile": "0.99"})),
+            _ms(_value(now, "hybrid_peer_clock_offset_seconds", where)),
+            _ms(_value(now, "hybrid_peer_heartbeat_interval_seconds", where)),
+            f"{_value(now, 'hybrid_peer_messages_total', where) or 0:.0f}",
         )
     return table
-
-
-def _peer_state(states: dict[Labels, float], endpoint: str, peer: str) -> str:
-    for labels, value in states.items():
-        found = dict(labels)
-        if value and (found["endpoint"], found["peer"]) == (endpoint, peer):
-            return found.get("hybrid_peer_state", "?")
-    return "?"
-
-
-def _peer_value(now: Scrape, name: str, endpoint: str, peer: str, **extra: str) -> float | None:
-    wanted = {"endpoint": endpoint, "peer": peer, **extra}
-    for labels, value in now.values.get(name, {}).items():
-        if dict(labels) == wanted:
-            return value
-    return None
 
 
 def _redis(now: Scrape) -> Text:
@@ -240,18 +225,22 @@ def _redis_peers(now: Scrape) -> Table | Text:
         table.add_column(column, justify="right")
     for local, peer, role in rows:
         where = {"local": local, "peer": peer, "role": role}
-        verdict = next(
-            (dict(labels)["hybrid_redis_peer_state"] for labels, value in states.items()
-             if value and {k: dict(labels)[k] for k in where} == where),
-            "?",
-        )  # fmt: skip
         table.add_row(
-            local, peer, role, verdict,
+            local, peer, role, _state(now, "hybrid_redis_peer_state", where),
             _ms(_value(now, "hybrid_redis_peer_clock_offset_seconds", where)),
             _ms(_value(now, "hybrid_redis_peer_transit_seconds", where)),
             _ms(_value(now, "hybrid_redis_peer_heartbeat_interval_seconds", where)),
         )  # fmt: skip
     return table
+
+
+def _state(now: Scrape, name: str, where: dict[str, str]) -> str:
+    """The state a state-set family reports for the series matching ``where``."""
+    for labels, value in now.values.get(name, {}).items():
+        found = dict(labels)
+        if value and all(found.get(key) == wanted for key, wanted in where.items()):
+            return found.get(name, "?")
+    return "?"
 
 
 def _value(now: Scrape, name: str, where: dict[str, str]) -> float | None:

@@ -471,7 +471,10 @@ class RedisEngine:
     def _fail_all(self, fault: RedisFault) -> None:
         """The reply stream cannot be read: fail every call now, and every later one."""
         self._fault = fault
-        for item in self._outstanding.values():
+        self._fail_outstanding(fault)
+
+    def _fail_outstanding(self, fault: RedisFault) -> None:
+        for item in list(self._outstanding.values()):
             if not item.future.done():
                 item.future.set_exception(fault)
 
@@ -521,10 +524,7 @@ class RedisEngine:
             self._refused_since = now
             log.warning("Redis refuses this client's beats: %s", named_refusal(exc))
         elif now - self._refused_since >= self.fault_patience_s:
-            fault = RedisFault("store beats and results", named_refusal(exc))
-            for item in list(self._outstanding.values()):
-                if not item.future.done():
-                    item.future.set_exception(fault)
+            self._fail_outstanding(RedisFault("store beats and results", named_refusal(exc)))
 
     async def _beat(self) -> None:
         value = beat_value(

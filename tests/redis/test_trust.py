@@ -29,9 +29,16 @@ SECRET = "trust-secret"
 WAIT_S = 30.0
 
 
-async def job_entries(raw: aioredis.Redis, prefix: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    entries: Any = await raw.xrange(f"{{{prefix}}}:jobs")
-    return [(bytes(entry_id), fields) for entry_id, fields in entries]
+async def job_entries(
+    raw: aioredis.Redis, prefix: str, count: int = 1
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The job stream's entries, once it holds ``count`` of them (what anyone can read)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            entries: Any = await raw.xrange(f"{{{prefix}}}:jobs")
+            if len(entries) >= count:
+                return [(bytes(entry_id), fields) for entry_id, fields in entries]
+            await asyncio.sleep(0.02)
 
 
 async def test_job_ids_are_128_random_bits(redis_url: str, prefix: str) -> None:
@@ -40,9 +47,7 @@ async def test_job_ids_are_128_random_bits(redis_url: str, prefix: str) -> None:
         calls = [asyncio.create_task(engine.run(tasks.add, i, i)) for i in range(3)]
         await wait_until(lambda: engine.stats()["submitted"] == 3)
         await wait_until(lambda: engine.stats()["outstanding"] == 3)
-        async with asyncio.timeout(WAIT_S):
-            while len(entries := await job_entries(raw, prefix)) < 3:
-                await asyncio.sleep(0.02)
+        entries = await job_entries(raw, prefix, 3)
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
@@ -59,9 +64,7 @@ async def test_an_unsigned_result_is_not_taken_for_the_genuine_one(
     raw = aioredis.Redis.from_url(redis_url)
     async with RedisEngine(redis_url, prefix=prefix, secret=SECRET) as engine:
         call = asyncio.create_task(engine.run(tasks.add, 2, 3))
-        async with asyncio.timeout(WAIT_S):
-            while not (entries := await job_entries(raw, prefix)):
-                await asyncio.sleep(0.02)
+        entries = await job_entries(raw, prefix)
         fields = entries[0][1]
         forged = encode_result(fields[b"j"], [[1, 666]], b"m", None)  # no key: unsigned
         await raw.xadd(fields[b"r"], forged)  # type: ignore[arg-type]
@@ -78,9 +81,7 @@ async def test_a_spoofed_entry_cannot_fail_another_clients_job(
     raw = aioredis.Redis.from_url(redis_url)
     async with RedisEngine(redis_url, prefix=prefix, secret=SECRET) as engine:
         call = asyncio.create_task(engine.run(tasks.add, 20, 22))
-        async with asyncio.timeout(WAIT_S):
-            while not (entries := await job_entries(raw, prefix)):
-                await asyncio.sleep(0.02)
+        entries = await job_entries(raw, prefix)
         genuine = entries[0][1]
         # Unsigned, naming the victim's reply stream and job id: a node must not answer it.
         spoof = {k: v for k, v in genuine.items() if k != b"s"}
@@ -100,9 +101,7 @@ async def test_a_replayed_signed_job_runs_once(
     path = tmp_path / "runs.txt"
     async with RedisEngine(redis_url, prefix=prefix, secret=SECRET) as engine:
         call = asyncio.create_task(engine.run(tasks.record, str(path), 7, 0.0))
-        async with asyncio.timeout(WAIT_S):
-            while not (entries := await job_entries(raw, prefix)):
-                await asyncio.sleep(0.02)
+        entries = await job_entries(raw, prefix)
         copied = entries[0][1]  # what anyone who can read the stream can copy
         node = start_node(env={"HYBRID_SECRET": SECRET})
         assert await asyncio.wait_for(call, WAIT_S) == 7
